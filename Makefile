@@ -1,0 +1,48 @@
+# Quantum Fleet: one-command start and test. See README.md.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= $(or $(API_HOST),127.0.0.1)
+PORT ?= $(or $(API_PORT),8000)
+
+.PHONY: install run test lint format migrate demo clean
+
+## install: create .venv and install the pinned dependencies
+install: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/dev.txt requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements/dev.txt -c requirements/constraints.txt
+	touch $(STAMP)
+
+## migrate: apply database migrations (SQLite unless DATABASE_URL says otherwise)
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+## demo: create the demo tenant, admin login and device if missing (development only)
+demo: migrate
+	DJANGO_ENV=$${DJANGO_ENV:-development} $(BIN)/python manage.py bootstrap_demo
+
+## run: install, migrate, create the demo data and start the web server
+run: demo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## test: run the whole suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise)
+test: install
+	DJANGO_ENV=test $(BIN)/pytest $(PYTEST_ARGS)
+
+## lint: formatting, lint rules and types
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+## format: rewrite files to the project's format and fix what ruff can
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

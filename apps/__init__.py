@@ -1,0 +1,1 @@
+"""Domain apps of Quantum Fleet; each has the same skeleton (see docs/architecture.md)."""

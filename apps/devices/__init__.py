@@ -1,0 +1,1 @@
+"""Devices of a tenant and the ingest tokens they authenticate with."""

@@ -1,0 +1,70 @@
+"""Devices of the request's tenant (the seed's ``/devices`` routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from apps.devices import services
+from apps.devices.api.filtersets import DeviceFilterSet
+from apps.devices.api.serializers import (
+    DeviceCreateSerializer,
+    DeviceSerializer,
+    DeviceWithTokenSerializer,
+)
+from apps.devices.models import Device
+from apps.tenants.scoping import TenantScopedViewMixin
+
+
+class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]):
+    """Devices of the tenant. Viewers read; managers and admins create, change and delete."""
+
+    queryset = Device.objects.all()
+    serializer_class = DeviceSerializer
+    filterset_class = DeviceFilterSet
+    ordering_fields = ["id", "name", "external_id", "created_at", "updated_at"]
+    ordering = ["id"]
+    lookup_url_kwarg = "device_id"
+    lookup_value_regex = r"\d+"
+
+    @extend_schema(
+        request=DeviceCreateSerializer,
+        responses={201: DeviceWithTokenSerializer},
+        summary="Create a device",
+        description="The response carries the device's ingest token; it is not shown again.",
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = DeviceCreateSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        device, token = services.create_device(tenant=self.tenant, **serializer.validated_data)
+        body = DeviceWithTokenSerializer(device, context={"token": token}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer: BaseSerializer[Device]) -> None:
+        assert serializer.instance is not None
+        serializer.instance = services.update_device(
+            serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance: Device) -> None:
+        services.delete_device(instance)
+
+    @extend_schema(
+        request=None,
+        responses={200: DeviceWithTokenSerializer},
+        summary="Replace the device's ingest token",
+        description=("The old token stops working at once. The new one is in this response only."),
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-token")
+    def rotate_token(self, request: Request, device_id: str) -> Response:
+        device = self.get_object()
+        token = services.rotate_device_token(device)
+        return Response(DeviceWithTokenSerializer(device, context={"token": token}).data)

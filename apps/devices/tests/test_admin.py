@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from apps.devices import services
+from apps.devices.models import Device
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(superuser) -> Client:
+    client = Client()
+    client.force_login(superuser)
+    return client
+
+
+def shown_tokens(html: str) -> list[str]:
+    return re.findall(r'<code class="issued-token">([^<]+)</code>', html)
+
+
+def test_adding_a_device_shows_its_token_once(operator, tenant_a):
+    response = operator.post(
+        "/admin/devices/device/add/",
+        {"tenant": tenant_a.tenant.pk, "name": "Admin truck", "protocol": "http", "model": ""},
+    )
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    [token] = shown_tokens(response.content.decode())
+    device = Device.objects.get(name="Admin truck")
+    assert services.find_device_by_token(token) == device
+    change_page = operator.get(f"/admin/devices/device/{device.pk}/change/").content.decode()
+    assert token not in change_page
+    assert device.token_prefix in change_page
+
+
+def test_the_rotate_action_replaces_the_selected_tokens(operator, tenant_a):
+    first, first_token = services.create_device(tenant=tenant_a.tenant, name="One")
+    second, second_token = services.create_device(tenant=tenant_a.tenant, name="Two")
+
+    response = operator.post(
+        "/admin/devices/device/",
+        {"action": "rotate_tokens", "_selected_action": [first.pk, second.pk]},
+    )
+
+    new_tokens = shown_tokens(response.content.decode())
+    assert len(new_tokens) == 2
+    assert services.find_device_by_token(first_token) is None
+    assert services.find_device_by_token(second_token) is None
+    assert {services.find_device_by_token(token) for token in new_tokens} == {first, second}
+
+
+def test_lists_show_the_tenant_and_never_a_whole_token(operator, tenant_a):
+    _, token = services.create_device(tenant=tenant_a.tenant, name="Listed", model="FMC650")
+
+    page = operator.get("/admin/devices/device/?q=Listed").content.decode()
+
+    assert "Listed" in page
+    assert tenant_a.tenant.name in page
+    assert token not in page
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/accounts/user/",
+        "/admin/accounts/user/add/",
+        "/admin/tenants/tenant/",
+        "/admin/tenants/userrole/",
+        "/admin/devices/device/",
+        "/admin/devices/device/add/",
+        "/admin/devices/device/?is_active__exact=1&protocol__exact=teltonika",
+    ],
+)
+def test_operator_pages_render(operator, tenant_a, url):
+    services.create_device(tenant=tenant_a.tenant, name="Any")
+
+    assert operator.get(url).status_code == 200
+
+
+def test_the_tenant_page_shows_its_members_inline(operator, tenant_a):
+    page = operator.get(f"/admin/tenants/tenant/{tenant_a.tenant.pk}/change/").content.decode()
+
+    assert "admin@alpha.example.com" in page
+    assert "viewer@alpha.example.com" in page
+
+
+def test_the_user_page_shows_their_tenant_roles_inline(operator, tenant_a):
+    page = operator.get(f"/admin/accounts/user/{tenant_a.manager.pk}/change/").content.decode()
+
+    assert tenant_a.tenant.name in page

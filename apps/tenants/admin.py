@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from apps.accounts.models import User
+from apps.tenants.models import Tenant, UserRole
+
+
+class MembershipInline(admin.TabularInline[UserRole, Tenant]):
+    """Members of a tenant, on the tenant page."""
+
+    model = UserRole
+    extra = 0
+    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name = "member"
+    verbose_name_plural = "members (user_roles)"
+
+
+class UserMembershipInline(admin.TabularInline[UserRole, User]):
+    """Tenants of a user, on the user page."""
+
+    model = UserRole
+    fk_name = "user"
+    extra = 0
+    autocomplete_fields = ["tenant"]
+    fields = ["tenant", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name = "tenant role"
+    verbose_name_plural = "tenant roles (user_roles)"
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin[Tenant]):
+    list_display = ["name", "slug", "id", "member_count", "device_count", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["created_at"]
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                members=Count("user_roles", distinct=True),
+                devices=Count("devices_device", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="members")
+    def member_count(self, tenant: Tenant) -> int:
+        return getattr(tenant, "members", 0)
+
+    @admin.display(description="devices", ordering="devices")
+    def device_count(self, tenant: Tenant) -> int:
+        return getattr(tenant, "devices", 0)
+
+
+@admin.register(UserRole)
+class UserRoleAdmin(admin.ModelAdmin[UserRole]):
+    list_display = ["user", "tenant", "role", "created_at", "updated_at"]
+    list_filter = ["role", "tenant"]
+    list_select_related = ["user", "tenant"]
+    search_fields = ["user__email", "tenant__name", "tenant__slug"]
+    autocomplete_fields = ["user", "tenant"]
+    readonly_fields = ["created_at", "updated_at"]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class IngestDaemonsConfig(AppConfig):
+    name = "ingest_daemons"
+    verbose_name = "Ingest daemons"

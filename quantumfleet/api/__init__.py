@@ -1,0 +1,1 @@
+"""Conventions shared by every app's API: routing, paging, errors and the schema."""

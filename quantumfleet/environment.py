@@ -1,0 +1,144 @@
+"""Typed helpers for settings that come from the environment.
+
+They turn environment strings into settings and refuse, with a message that says which
+variable to set, the combinations that must never reach production.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+# Publicly known values: fine on a laptop, refused in production.
+DEVELOPMENT_SECRET = "dev-insecure-secret-key-change-me-0000000000000000000000000"  # noqa: S105
+DEVELOPMENT_JWT_SECRET = "dev-insecure-jwt-secret-change-me-000000000000000000000000"  # noqa: S105
+MINIMUM_SECRET_LENGTH = 32
+# Algorithms that sign with the shared JWT_SECRET; key-pair algorithms need key files.
+SUPPORTED_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+    @classmethod
+    def parse(cls, value: str) -> Environment:
+        aliases = {"dev": cls.DEVELOPMENT, "prod": cls.PRODUCTION}
+        normalized = value.strip().lower()
+        if normalized in aliases:
+            return aliases[normalized]
+        try:
+            return cls(normalized)
+        except ValueError:
+            choices = ", ".join(member.value for member in cls)
+            raise ImproperlyConfigured(
+                f"DJANGO_ENV={value!r} is not one of: {choices}. Set DJANGO_ENV to one of them."
+            ) from None
+
+
+def database_from_url(url: str, *, sqlite_path: Path) -> dict[str, Any]:
+    """Return a Django DATABASES entry for a ``DATABASE_URL``, or SQLite when it is empty.
+
+    The seed's SQLAlchemy spelling ``postgresql+psycopg://`` is accepted next to
+    ``postgres://`` and ``postgresql://``, so an existing ``.env`` keeps working.
+    """
+    if not url:
+        return sqlite_database(sqlite_path)
+
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not a URL. Use postgres://user:password@host:5432/name, "
+            "or leave it empty for SQLite."
+        )
+    config: dict[str, Any] = dict(environ.Env.db_url_config(f"{scheme.split('+', 1)[0]}://{rest}"))
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        return sqlite_database(Path(config["NAME"]) if config["NAME"] else sqlite_path)
+    if engine != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASE_URL has the unsupported scheme {scheme!r}. "
+            "Use postgres://user:password@host:5432/name, or leave it empty for SQLite."
+        )
+    if not config["NAME"]:
+        raise ImproperlyConfigured(
+            "DATABASE_URL names no database. Use postgres://user:password@host:5432/name."
+        )
+    # Persistent connections, checked before reuse so a restarted server is noticed.
+    config.setdefault("CONN_MAX_AGE", 60)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+def sqlite_database(path: Path) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            # WAL lets the web server read while a daemon writes; IMMEDIATE transactions
+            # take the write lock up front instead of failing half way with "locked".
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+
+
+def parse_jwt_algorithm(value: str) -> str:
+    algorithm = value.strip().upper()
+    if algorithm not in SUPPORTED_JWT_ALGORITHMS:
+        raise ImproperlyConfigured(
+            f"JWT_ALG={value!r} is not supported. Set JWT_ALG to one of: "
+            + ", ".join(SUPPORTED_JWT_ALGORITHMS)
+            + "."
+        )
+    return algorithm
+
+
+def check_production_settings(
+    *,
+    environment: Environment,
+    secret_key: str,
+    jwt_secret: str,
+    debug: bool,
+    cors_origins: Sequence[str],
+    allowed_hosts: Sequence[str],
+) -> None:
+    """Raise ImproperlyConfigured listing every setting unsafe for production.
+
+    Outside production this only checks that the secrets are present at all.
+    """
+    if environment != Environment.PRODUCTION:
+        return
+
+    problems = []
+    if not secret_key or secret_key == DEVELOPMENT_SECRET:
+        problems.append("SECRET_KEY is unset or the development default: set a random value.")
+    elif len(secret_key) < MINIMUM_SECRET_LENGTH:
+        problems.append(f"SECRET_KEY is shorter than {MINIMUM_SECRET_LENGTH} characters.")
+    if not jwt_secret or jwt_secret == DEVELOPMENT_JWT_SECRET:
+        problems.append("JWT_SECRET is unset or the development default: set a random value.")
+    elif len(jwt_secret) < MINIMUM_SECRET_LENGTH:
+        problems.append(f"JWT_SECRET is shorter than {MINIMUM_SECRET_LENGTH} characters.")
+    elif jwt_secret == secret_key:
+        problems.append("JWT_SECRET equals SECRET_KEY: give the token signer its own secret.")
+    if debug:
+        problems.append("DEBUG is on: set DEBUG=false.")
+    if any(origin.strip() == "*" for origin in cors_origins):
+        problems.append(
+            "CORS_ALLOWED_ORIGINS contains '*': list the allowed origins, "
+            "e.g. https://fleet.example.com."
+        )
+    if not allowed_hosts or "*" in allowed_hosts:
+        problems.append("ALLOWED_HOSTS is empty or '*': list the host names the API serves.")
+
+    if problems:
+        raise ImproperlyConfigured(
+            "Refusing to start with DJANGO_ENV=production:\n- " + "\n- ".join(problems)
+        )

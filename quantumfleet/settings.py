@@ -1,0 +1,295 @@
+"""Django settings for Quantum Fleet, read from the environment.
+
+Every value has a development default so ``make run`` works on a fresh checkout. With
+``DJANGO_ENV=production`` the defaults that are only safe on a developer's machine are
+refused at import time, so no process (web, worker, daemon) starts misconfigured.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import django_stubs_ext
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from quantumfleet.environment import (
+    DEVELOPMENT_JWT_SECRET,
+    DEVELOPMENT_SECRET,
+    Environment,
+    check_production_settings,
+    database_from_url,
+    parse_jwt_algorithm,
+)
+
+# Lets admin and generic classes be subscripted (ModelAdmin[Device]) at run time.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for development; real deployments set the environment.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DJANGO_ENV = Environment.parse(env.str("DJANGO_ENV", default=Environment.DEVELOPMENT))
+IS_PRODUCTION = DJANGO_ENV == Environment.PRODUCTION
+
+DEBUG = env.bool("DEBUG", default=not IS_PRODUCTION and DJANGO_ENV != Environment.TEST)
+SECRET_KEY = env.str("SECRET_KEY", default="" if IS_PRODUCTION else DEVELOPMENT_SECRET)
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
+)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# An origin list; "*" is accepted in development only (refused in production below).
+CORS_ALLOWED_ORIGINS_RAW = env.list("CORS_ALLOWED_ORIGINS", default=[] if IS_PRODUCTION else ["*"])
+CORS_ALLOW_ALL_ORIGINS = "*" in CORS_ALLOWED_ORIGINS_RAW
+CORS_ALLOWED_ORIGINS = [origin for origin in CORS_ALLOWED_ORIGINS_RAW if origin != "*"]
+CORS_EXPOSE_HEADERS = ["Link", "X-Total-Count"]
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "x-tenant-id",
+    "x-requested-with",
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apps.accounts",
+    "apps.tenants",
+    "apps.devices",
+    "ingest_daemons",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "quantumfleet.urls"
+WSGI_APPLICATION = "quantumfleet.wsgi.application"
+ASGI_APPLICATION = "quantumfleet.asgi.application"
+# The seed's API has no trailing slashes (/devices, /devices/1); routers accept both forms.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: no DATABASE_URL means the embedded SQLite file; a postgres:// URL means PostgreSQL.
+DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASES = {"default": database_from_url(DATABASE_URL, sqlite_path=BASE_DIR / "db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=8)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if DJANGO_ENV == Environment.TEST:
+    # PBKDF2 at full strength makes every login in the suite cost ~0.3 s.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ALLOW_REGISTRATION = env.bool("ALLOW_REGISTRATION", default=True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Outside production, serve static files straight from the apps: no collectstatic step.
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+WHITENOISE_AUTOREFRESH = not IS_PRODUCTION
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if IS_PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# Network endpoints of the services, seed names kept.
+API_HOST = env.str("API_HOST", default="127.0.0.1")
+API_PORT = env.int("API_PORT", default=8000)
+TCP_BIND = env.str("TCP_BIND", default="0.0.0.0")
+TCP_PORT = env.int("TCP_PORT", default=5072)
+EMQX_HOST = env.str("EMQX_HOST", default="127.0.0.1")
+EMQX_PORT = env.int("EMQX_PORT", default=1883)
+MQTT_USERNAME = env.str("MQTT_USERNAME", default="")
+MQTT_PASSWORD = env.str("MQTT_PASSWORD", default="")
+
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+
+# Authentication: JWT for API clients, sessions for the admin and the browsable docs.
+JWT_SECRET = env.str("JWT_SECRET", default="" if IS_PRODUCTION else DEVELOPMENT_JWT_SECRET)
+JWT_ALG = parse_jwt_algorithm(env.str("JWT_ALG", default="HS256"))
+JWT_EXPIRE_MINUTES = env.int(
+    "JWT_EXPIRE_MINUTES", default=env.int("ACCESS_TOKEN_EXPIRE_MINUTES", default=60)
+)
+JWT_REFRESH_EXPIRE_DAYS = env.int("JWT_REFRESH_EXPIRE_DAYS", default=14)
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=JWT_EXPIRE_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=JWT_REFRESH_EXPIRE_DAYS),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "ALGORITHM": JWT_ALG,
+    "SIGNING_KEY": JWT_SECRET,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "quantumfleet.api.pagination.LinkHeaderPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "quantumfleet.api.schema.AppTaggedAutoSchema",
+    "EXCEPTION_HANDLER": "quantumfleet.api.errors.json_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Quantum Fleet API",
+    "DESCRIPTION": (
+        "Multi-tenant vehicle and IoT telemetry. Authenticate with `POST /auth/login` and "
+        "send `Authorization: Bearer <access_token>`. Tenant-scoped routes without a "
+        "`{tenant_id}` in the path take the tenant from the `X-Tenant-Id` header, or use "
+        "the caller's only tenant when the header is absent. Lists return a JSON array; "
+        "paging is in the `Link` and `X-Total-Count` headers."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/",
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "apps.tenants.models.Role",
+        "DeviceProtocolEnum": "apps.devices.models.DeviceProtocol",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "quantumfleet.api.schema.drop_optional_trailing_slash",
+        "quantumfleet.api.schema.add_error_responses",
+    ],
+    "TAGS": [
+        {"name": "accounts", "description": "Login, tokens and registration."},
+        {"name": "tenants", "description": "Tenants and the roles of their users."},
+        {"name": "devices", "description": "Devices of a tenant and their ingest tokens."},
+        {"name": "system", "description": "Health of the service."},
+    ],
+}
+
+# Security headers that only make sense behind TLS are switched on in production.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+    else None
+)
+SESSION_COOKIE_SECURE = IS_PRODUCTION
+CSRF_COOKIE_SECURE = IS_PRODUCTION
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# Development-only bootstrap (make run): the seed's documented login and a demo device.
+DEMO_ADMIN_EMAIL = env.str("DEMO_ADMIN_EMAIL", default="admin@example.com")
+DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="Admin123!")
+DEMO_DEVICE_TOKEN = env.str("DEMO_DEVICE_TOKEN", default="demo-device-token-0123456789")
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "json" for log collectors, "text" for people; JSON by default in production.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: set LOG_FORMAT to text or json.")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {
+            "()": "quantumfleet.logging.KeyValueFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+check_production_settings(
+    environment=DJANGO_ENV,
+    secret_key=SECRET_KEY,
+    jwt_secret=JWT_SECRET,
+    debug=DEBUG,
+    cors_origins=CORS_ALLOWED_ORIGINS_RAW,
+    allowed_hosts=ALLOWED_HOSTS,
+)

@@ -1,0 +1,25 @@
+"""Root URLs. API routes keep the seed's paths at the root (no /api prefix)."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from quantumfleet.views import HealthView
+
+admin.site.site_header = "Quantum Fleet operations"
+admin.site.site_title = "Quantum Fleet"
+admin.site.index_title = "Fleet administration"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    path("", include("apps.accounts.api.urls")),
+    path("", include("apps.tenants.api.urls")),
+    path("", include("apps.devices.api.urls")),
+]
+
+handler404 = "quantumfleet.views.not_found"
+handler500 = "quantumfleet.views.server_error"
