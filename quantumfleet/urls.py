@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("apps.devices.api.urls")),
 ]
 
+handler400 = "quantumfleet.views.bad_request"
 handler404 = "quantumfleet.views.not_found"
 handler500 = "quantumfleet.views.server_error"

@@ -106,6 +106,14 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     )
 
 
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_html_path(request):
+        return defaults.bad_request(request, exception)
+    return JsonResponse(
+        {"detail": "The request could not be understood.", "code": "bad_request"}, status=400
+    )
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if is_html_path(request):
         return defaults.server_error(request)

@@ -31,7 +31,7 @@ class Device(TenantOwnedModel):
         unique=True,
         null=True,
         blank=True,
-        help_text="The device's own identifier, unique platform-wide: the IMEI for Teltonika.",
+        help_text="Unique platform-wide: the IMEI for Teltonika devices.",
     )
     model = models.CharField(max_length=64, blank=True, help_text="Hardware model, e.g. FMC650.")
     protocol = models.CharField(

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -27,6 +28,8 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
 
     response = exception_handler(exc, context)
     if response is None:
@@ -93,3 +96,9 @@ class FieldError(exceptions.APIException):
     def __init__(self, field: str, message: str, code: str = "invalid") -> None:
         super().__init__(detail=message, code=code)
         self.field = field
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "The request body is larger than this server accepts."

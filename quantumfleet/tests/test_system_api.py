@@ -115,8 +115,57 @@ class TestErrors:
         assert response.status_code == 415
         assert response.json()["code"] == "unsupported_media_type"
 
+    def test_an_oversized_body_is_a_json_413_and_stores_nothing(self, anonymous):
+        from apps.accounts.models import User
+
+        body = '{"email": "big@example.com", "password": "' + "x" * 3_000_000 + '"}'
+
+        response = anonymous.post("/auth/register", body, content_type="application/json")
+
+        assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
+        assert not User.objects.exists()
+
     def test_a_wrong_method_is_a_json_405(self, client_for, tenant_a):
         response = client_for(tenant_a.admin).delete("/devices")
 
         assert response.status_code == 405
         assert response.json()["code"] == "method_not_allowed"
+
+
+def test_swagger_uis_authorize_dialog_logs_in_through_the_documented_token_url(anonymous):
+    from apps.accounts.models import User
+
+    User.objects.create_user("swagger@example.com", "Swagger-pass-1")
+    schema = anonymous.get("/api/schema/?format=json").json()
+    flow = schema["components"]["securitySchemes"]["jwtAuth"]["flows"]["password"]
+
+    # What Swagger UI posts for the OAuth2 password flow.
+    response = anonymous.post(
+        flow["tokenUrl"],
+        "grant_type=password&username=swagger%40example.com&password=Swagger-pass-1"
+        "&scope=&client_id=",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 200
+    assert response.json()["token_type"] == "bearer"
+
+
+@pytest.mark.parametrize(
+    ("handler", "status"),
+    [("server_error", 500), ("bad_request", 400), ("not_found", 404)],
+)
+def test_django_level_errors_are_json_on_api_paths_and_html_in_the_admin(handler, status, rf):
+    from quantumfleet import views
+
+    view = getattr(views, handler)
+    arguments = () if handler == "server_error" else (Exception("boom"),)
+
+    api = view(rf.get("/devices/1"), *arguments)
+    admin = view(rf.get("/admin/devices/"), *arguments)
+
+    assert api.status_code == admin.status_code == status
+    assert api["Content-Type"] == "application/json"
+    assert "boom" not in api.content.decode()
+    assert admin["Content-Type"].startswith("text/html")
