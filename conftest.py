@@ -15,6 +15,7 @@ from dataclasses import dataclass
 os.environ.setdefault("DJANGO_ENV", "test")
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -65,6 +66,14 @@ def outsider(db: None) -> User:
 @pytest.fixture
 def superuser(db: None) -> User:
     return User.objects.create_superuser("root@example.com", PASSWORD)
+
+
+@pytest.fixture
+def operator(superuser: User) -> Client:
+    """A browser session of a platform superuser in the admin site."""
+    client = Client()
+    client.force_login(superuser)
+    return client
 
 
 @pytest.fixture

@@ -9,13 +9,6 @@ from apps.tenants.models import Role, UserRole
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(superuser) -> Client:
-    client = Client()
-    client.force_login(superuser)
-    return client
-
-
 def test_operators_create_users_by_email_with_a_tenant_role(operator, tenant_a):
     response = operator.post(
         "/admin/accounts/user/add/",

@@ -3,19 +3,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.test import Client
 
 from apps.devices import services
 from apps.devices.models import Device
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator(superuser) -> Client:
-    client = Client()
-    client.force_login(superuser)
-    return client
 
 
 def shown_tokens(html: str) -> list[str]:
