@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= $(or $(API_HOST),127.0.0.1)
 PORT ?= $(or $(API_PORT),8000)
 
-.PHONY: install run test lint format migrate demo clean
+.PHONY: install run test lint format migrate maintain demo clean
 
 ## install: create .venv and install the pinned dependencies
 install: $(STAMP)
@@ -21,8 +21,12 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/constraints.tx
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+## maintain: telemetry partitions ahead, stray rows adopted, retention applied
+maintain: migrate
+	$(BIN)/python manage.py telemetry_maintenance
+
 ## demo: create the demo tenant, admin login and device if missing (development only)
-demo: migrate
+demo: maintain
 	DJANGO_ENV=$${DJANGO_ENV:-development} $(BIN)/python manage.py bootstrap_demo
 
 ## run: install, migrate, create the demo data and start the web server

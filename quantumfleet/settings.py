@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.tenants",
     "apps.devices",
+    "apps.telemetry",
     "ingest_daemons",
 ]
 
@@ -150,6 +151,26 @@ STORAGES = {
     },
 }
 
+# Telemetry storage. Partitions and retention apply on PostgreSQL; see apps.telemetry.partitions.
+TELEMETRY_PARTITION_INTERVAL = env.str("TELEMETRY_PARTITION_INTERVAL", default="month")
+if TELEMETRY_PARTITION_INTERVAL not in {"day", "week", "month"}:
+    raise ImproperlyConfigured(
+        f"TELEMETRY_PARTITION_INTERVAL={TELEMETRY_PARTITION_INTERVAL!r}: "
+        "set it to day, week or month."
+    )
+TELEMETRY_PARTITIONS_AHEAD = env.int("TELEMETRY_PARTITIONS_AHEAD", default=3)
+# Points per page of /telemetry/query, by default and at most.
+TELEMETRY_QUERY_DEFAULT_LIMIT = env.int("TELEMETRY_QUERY_DEFAULT_LIMIT", default=100)
+TELEMETRY_QUERY_MAX_LIMIT = env.int("TELEMETRY_QUERY_MAX_LIMIT", default=10_000)
+# Largest data object of one point, serialised as JSON.
+TELEMETRY_MAX_POINT_BYTES = env.int("TELEMETRY_MAX_POINT_BYTES", default=64 * 1024)
+# Most points one HTTP request may carry.
+TELEMETRY_MAX_BATCH_POINTS = env.int("TELEMETRY_MAX_BATCH_POINTS", default=10_000)
+# Largest request body the API reads (413 above it).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_BODY_MAX_BYTES", default=5 * 1024 * 1024)
+# Days of telemetry to keep; 0 keeps everything. Tenants can override it.
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=0)
+
 # Network endpoints of the services, seed names kept.
 API_HOST = env.str("API_HOST", default="127.0.0.1")
 API_PORT = env.int("API_PORT", default=8000)
@@ -167,6 +188,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "telemetry-maintenance": {
+        "task": "telemetry.maintain_partitions",
+        "schedule": timedelta(hours=env.int("TELEMETRY_MAINTENANCE_HOURS", default=6)),
+    },
+}
 
 # Authentication: JWT for API clients, sessions for the admin and the browsable docs.
 JWT_SECRET = env.str("JWT_SECRET", default="" if IS_PRODUCTION else DEVELOPMENT_JWT_SECRET)
@@ -199,7 +226,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "quantumfleet.api.pagination.LinkHeaderPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "quantumfleet.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -229,6 +256,18 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "apps.tenants.models.Role",
         "DeviceProtocolEnum": "apps.devices.models.DeviceProtocol",
     },
+    "APPEND_COMPONENTS": {
+        "schemas": {
+            "TimedPoint": {
+                "type": "object",
+                "required": ["ts", "data"],
+                "properties": {
+                    "ts": {"type": "string", "format": "date-time"},
+                    "data": {"type": "object", "additionalProperties": True},
+                },
+            }
+        }
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "quantumfleet.api.schema.drop_optional_trailing_slash",
@@ -238,6 +277,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "accounts", "description": "Login, tokens and registration."},
         {"name": "tenants", "description": "Tenants and the roles of their users."},
         {"name": "devices", "description": "Devices of a tenant and their ingest tokens."},
+        {"name": "telemetry", "description": "Ingest, queries, latest state and exports."},
         {"name": "system", "description": "Health of the service."},
     ],
 }

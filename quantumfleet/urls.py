@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from quantumfleet.views import HealthView
+from quantumfleet.views import HealthView, LivenessView
 
 admin.site.site_header = "Quantum Fleet operations"
 admin.site.site_title = "Quantum Fleet"
@@ -16,9 +16,11 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^health/live/?$", LivenessView.as_view(), name="health-live"),
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.tenants.api.urls")),
     path("", include("apps.devices.api.urls")),
+    path("", include("apps.telemetry.api.urls")),
 ]
 
 handler400 = "quantumfleet.views.bad_request"

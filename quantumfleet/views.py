@@ -93,6 +93,21 @@ class HealthView(APIView):
         )
 
 
+class LivenessView(APIView):
+    """The process answers: no dependency is checked (see /health for that)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses={200: inline_serializer("Liveness", {"status": serializers.CharField()})},
+        summary="Liveness of the web process",
+        description="For load balancers and restarts: 200 whenever the process serves requests.",
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
 def is_html_path(request: HttpRequest) -> bool:
     return request.path.startswith(("/admin", "/api/docs", "/static"))
 

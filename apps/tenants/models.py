@@ -23,6 +23,14 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    telemetry_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Days of telemetry to keep for this tenant; empty follows the platform setting "
+            "(TELEMETRY_RETENTION_DAYS), 0 keeps it forever."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

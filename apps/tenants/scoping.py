@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from django.db.models import Model, QuerySet
+from django.db.models import Manager, Model, QuerySet
 from rest_framework import exceptions
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
@@ -23,6 +23,7 @@ from apps.tenants.models import Role, Tenant, TenantQuerySet, UserRole
 from quantumfleet.api.errors import FieldError
 
 _Model = TypeVar("_Model", bound=Model)
+_Owned = TypeVar("_Owned", bound=Model)
 
 TENANT_HEADER = "X-Tenant-Id"
 
@@ -139,6 +140,13 @@ class TenantScopedViewMixin(GenericAPIView[_Model]):
     @property
     def role(self) -> Role:
         return self.tenant_access.role
+
+    def scoped(self, source: Manager[_Owned] | QuerySet[_Owned]) -> QuerySet[_Owned]:
+        """A tenant-owned model's rows, narrowed to the request's tenant."""
+        queryset = source.all()
+        if not isinstance(queryset, TenantQuerySet):
+            raise TypeError(f"{queryset.model.__name__} is not tenant-owned.")
+        return queryset.for_tenant(self.tenant)
 
     def required_role(self, request: Request) -> Role:
         action = getattr(self, "action", None)

@@ -115,10 +115,11 @@ class TestErrors:
         assert response.status_code == 415
         assert response.json()["code"] == "unsupported_media_type"
 
-    def test_an_oversized_body_is_a_json_413_and_stores_nothing(self, anonymous):
+    def test_an_oversized_body_is_a_json_413_and_stores_nothing(self, anonymous, settings):
         from apps.accounts.models import User
 
-        body = '{"email": "big@example.com", "password": "' + "x" * 3_000_000 + '"}'
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
+        body = '{"email": "big@example.com", "password": "' + "x" * 200_000 + '"}'
 
         response = anonymous.post("/auth/register", body, content_type="application/json")
 
@@ -169,3 +170,13 @@ def test_django_level_errors_are_json_on_api_paths_and_html_in_the_admin(handler
     assert api["Content-Type"] == "application/json"
     assert "boom" not in api.content.decode()
     assert admin["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/ingest/http", "/auth/login", "/auth/register"])
+def test_json_nested_too_deeply_is_a_400_not_a_crash(anonymous, path):
+    body = "[" * 200_000 + "]" * 200_000
+
+    response = anonymous.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from apps.accounts.api.serializers import (
     UserSerializer,
 )
 from apps.accounts.models import User, caller
+from quantumfleet.api.parsers import JSONParser
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Telemetry: the one ingest service every transport stores through, and its queries."""

@@ -1,0 +1,360 @@
+"""HTTP ingest, telemetry queries, the fleet's latest state and exports."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.devices.api.filtersets import DeviceFilterSet
+from apps.devices.models import Device
+from apps.devices.services import find_device_by_token
+from apps.telemetry import exports, queries
+from apps.telemetry.api.ingest import parse_body, to_points
+from apps.telemetry.api.serializers import (
+    BucketSerializer,
+    IngestResultSerializer,
+    LatestStateSerializer,
+    PointSerializer,
+    TelemetryQuerySerializer,
+)
+from apps.telemetry.services import InvalidPointError, ingest_points
+from apps.tenants.models import Role
+from apps.tenants.scoping import TenantScopedViewMixin
+from quantumfleet.api.parsers import JSONParser
+
+logger = logging.getLogger(__name__)
+
+DEVICE_AUTH_SCHEME = "device"
+
+INGEST_BODY_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "title": "One point",
+            "required": ["data"],
+            "properties": {
+                "token": {"type": "string", "description": "The device's ingest token."},
+                "ts": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "Device time; the arrival time when omitted.",
+                },
+                "data": {"type": "object", "additionalProperties": True},
+            },
+        },
+        {
+            "type": "object",
+            "title": "A batch",
+            "required": ["points"],
+            "properties": {
+                "token": {"type": "string"},
+                "points": {"type": "array", "items": {"$ref": "#/components/schemas/TimedPoint"}},
+            },
+        },
+        {
+            "type": "array",
+            "title": "A bare batch (token in the Authorization header)",
+            "items": {"$ref": "#/components/schemas/TimedPoint"},
+        },
+    ]
+}
+
+
+class DeviceTokenMissing(exceptions.APIException):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_code = "device_token_missing"
+    default_detail = (
+        "Send the device token as `token` in the body or `Authorization: Device <token>`."
+    )
+
+
+class DeviceTokenInvalid(DeviceTokenMissing):
+    default_code = "invalid_device_token"
+    default_detail = "No device has this token."
+
+
+class DeviceInactive(exceptions.APIException):
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "device_inactive"
+    default_detail = "This device is deactivated; its data is refused."
+
+
+class ExportFormatNegotiation(DefaultContentNegotiation):
+    """Leaves ``?format=`` to the view, where it picks an export (csv, gpx)."""
+
+    class settings:  # noqa: N801  (stands in for DRF's api_settings here)
+        URL_FORMAT_OVERRIDE = None
+
+
+def device_token_from_header(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == DEVICE_AUTH_SCHEME and token.strip():
+        return token.strip()
+    return None
+
+
+class HttpIngestView(APIView):
+    """Devices and gateways post points here with their device token."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request={"application/json": INGEST_BODY_SCHEMA},
+        responses={
+            201: IngestResultSerializer,
+            200: OpenApiResponse(IngestResultSerializer, description="Every point was a repeat."),
+            401: OpenApiResponse(description="No token, or no device has it."),
+            403: OpenApiResponse(description="The device is deactivated."),
+        },
+        parameters=[
+            OpenApiParameter(
+                "Authorization",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`Device <token>`, instead of a token in the body.",
+            )
+        ],
+        summary="Store points from a device",
+        description=(
+            "The original body `{token, ts, data}`; `{token, points: [{ts, data}, ...]}`; or "
+            "a bare list of `{ts, data}` with `Authorization: Device <token>`. A batch is "
+            "stored whole or not at all: a 400 names the first bad field, e.g. "
+            "`points.3.ts`. A point repeating a device and time already stored is counted "
+            "in `duplicates` and dropped. The response comes after the points are committed."
+        ),
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        body = parse_body(request.data)
+        device = self.authenticate_device(body.token or device_token_from_header(request))
+        points = to_points(body.points, device, timezone.now())
+        try:
+            result = ingest_points(points)
+        except InvalidPointError as error:
+            path = body.points[error.index].path if error.index is not None else ""
+            raise exceptions.ValidationError({f"{path}{error.field}": [error.message]}) from None
+        return Response(
+            IngestResultSerializer(result).data,
+            status=status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK,
+        )
+
+    def authenticate_device(self, token: str | None) -> Device:
+        if not token:
+            raise DeviceTokenMissing()
+        device = find_device_by_token(token)
+        if device is None:
+            logger.info("ingest.unknown_token", extra={"token_prefix": token[:4]})
+            raise DeviceTokenInvalid()
+        if not device.is_active:
+            raise DeviceInactive()
+        return device
+
+
+class TelemetryQueryView(TenantScopedViewMixin[Device]):
+    """A device's points, newest first, or summarised per time bucket."""
+
+    queryset = Device.objects.all()
+    # POST carries a query, not a change: viewers may send it.
+    write_role = Role.VIEWER
+    parser_classes = [JSONParser]
+    content_negotiation_class = ExportFormatNegotiation
+
+    @extend_schema(
+        parameters=[TelemetryQuerySerializer],
+        responses={200: PointSerializer(many=True)},
+        summary="Query a device's telemetry",
+        description=(
+            "Raw points as `{device_id, ts, data}`, newest first. With `interval` (and "
+            "`agg`), buckets computed by the database instead (see the POST form for their "
+            "shape). Long ranges page with `cursor` (the `X-Next-Cursor` header). "
+            "`format=csv` and `format=gpx` stream the whole range as a file."
+        ),
+    )
+    def get(self, request: Request) -> Response | StreamingHttpResponse:
+        return self.answer(request, request.query_params)
+
+    @extend_schema(
+        request=TelemetryQuerySerializer,
+        responses={200: PointSerializer(many=True), 201: BucketSerializer(many=True)},
+        summary="Query a device's telemetry (body form)",
+        description=(
+            "The original body `{device_id, limit, from, to}` plus the query-string options. "
+            "Aggregated answers are lists of `{device_id, ts, values}`, `ts` being the start "
+            "of the bucket."
+        ),
+    )
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
+        return self.answer(request, request.data)
+
+    def answer(self, request: Request, params: Any) -> Response | StreamingHttpResponse:
+        serializer = TelemetryQuerySerializer(data=params)
+        serializer.is_valid(raise_exception=True)
+        query = serializer.validated_data
+        device = self.scoped(Device.objects).filter(pk=query["device_id"]).first()
+        if device is None:
+            raise exceptions.NotFound("No device with this id in your tenant.", code="not_found")
+        time_range = queries.TimeRange(query.get("from"), query.get("to"))
+
+        if query["format"] != "json":
+            return self.export(device, time_range, query)
+        if query["interval_seconds"]:
+            return self.aggregate(device, time_range, query)
+        return self.raw(request, device, time_range, query)
+
+    def raw(
+        self, request: Request, device: Device, time_range: queries.TimeRange, query: Any
+    ) -> Response:
+        try:
+            page = queries.read_points(
+                self.tenant.pk,
+                device.pk,
+                time_range,
+                order=query["order"],
+                limit=query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
+                cursor=query.get("cursor"),
+            )
+        except queries.QueryError as error:
+            raise exceptions.ValidationError({error.field: [error.message]}) from None
+
+        keys = query["keys"]
+        body = [
+            {
+                "device_id": device.pk,
+                "ts": exports.iso(row.ts),
+                "data": queries.select_keys(row.data, keys) if keys else row.data,
+            }
+            for row in page.rows
+        ]
+        headers = {}
+        if page.next_cursor:
+            headers["X-Next-Cursor"] = page.next_cursor
+            headers["Link"] = f'<{self.next_url(request, query, page.next_cursor)}>; rel="next"'
+        return Response(body, headers=headers)
+
+    def next_url(self, request: Request, query: Any, cursor: str) -> str:
+        params = {
+            "device_id": query["device_id"],
+            "order": query["order"],
+            "cursor": cursor,
+            "limit": query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
+        }
+        for name in ("from", "to"):
+            if query.get(name):
+                params[name] = exports.iso(query[name])
+        if query["keys"]:
+            params["keys"] = ",".join(query["keys"])
+        return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")
+
+    def aggregate(self, device: Device, time_range: queries.TimeRange, query: Any) -> Response:
+        buckets = queries.aggregate_points(
+            self.tenant.pk,
+            device.pk,
+            time_range,
+            interval_seconds=query["interval_seconds"],
+            keys=query["keys"],
+            aggregates=query["aggregates"],
+            order=query["order"],
+            limit=query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
+        )
+        return Response(
+            [
+                {"device_id": device.pk, "ts": exports.iso(bucket.start), "values": bucket.values}
+                for bucket in buckets
+            ]
+        )
+
+    def export(
+        self, device: Device, time_range: queries.TimeRange, query: Any
+    ) -> StreamingHttpResponse:
+        rows = queries.iterate_points(
+            self.tenant.pk, device.pk, time_range, order=query["order"], limit=query.get("limit")
+        )
+        if query["format"] == "csv":
+            chunks = exports.csv_chunks(device.pk, rows, query["keys"])
+            content_type, extension = "text/csv; charset=utf-8", "csv"
+        else:
+            chunks = exports.gpx_chunks(device.name, rows)
+            content_type, extension = "application/gpx+xml", "gpx"
+        response = StreamingHttpResponse(chunks, content_type=content_type)
+        response["Content-Disposition"] = (
+            f'attachment; filename="device-{device.pk}-telemetry.{extension}"'
+        )
+        return response
+
+
+class LatestStateFilterSet(DeviceFilterSet):
+    device_id = filters.BaseInFilter(field_name="id", label="Device ids, comma-separated.")
+
+    class Meta(DeviceFilterSet.Meta):
+        fields = [*DeviceFilterSet.Meta.fields, "device_id"]
+
+
+class LatestStateView(TenantScopedViewMixin[Device], generics.ListAPIView[Device]):
+    """The latest point and position of every device of the tenant: the fleet view."""
+
+    queryset = Device.objects.order_by("id")
+    filterset_class = LatestStateFilterSet
+    ordering_fields = ["id", "name", "state__last_ts"]
+
+    @extend_schema(responses=LatestStateSerializer(many=True))
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        rows = self.filter_queryset(self.get_queryset()).values(*LATEST_STATE_COLUMNS)
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response([latest_state_body(row) for row in page or []])
+
+
+LATEST_STATE_COLUMNS = (
+    "id",
+    "name",
+    "external_id",
+    "model",
+    "is_active",
+    "state__last_ts",
+    "state__last_received_at",
+    "state__last_data",
+    "state__position_ts",
+    "state__latitude",
+    "state__longitude",
+    "state__point_count",
+)
+
+
+def latest_state_body(row: dict[str, Any]) -> dict[str, Any]:
+    last_ts, position_ts = row["state__last_ts"], row["state__position_ts"]
+    received_at = row["state__last_received_at"]
+    return {
+        "device_id": row["id"],
+        "name": row["name"],
+        "external_id": row["external_id"],
+        "model": row["model"],
+        "is_active": row["is_active"],
+        "ts": exports.iso(last_ts) if last_ts else None,
+        "received_at": exports.iso(received_at) if received_at else None,
+        "data": row["state__last_data"],
+        "position": (
+            {
+                "lat": row["state__latitude"],
+                "lon": row["state__longitude"],
+                "ts": exports.iso(position_ts),
+            }
+            if position_ts
+            else None
+        ),
+        "point_count": row["state__point_count"] or 0,
+    }

@@ -1,0 +1,71 @@
+"""Time series of device data, and each device's latest state."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from apps.devices.models import Device
+from apps.tenants.models import Tenant, TenantOwnedModel
+
+
+class Telemetry(TenantOwnedModel):
+    """One point: what a device reported at one instant.
+
+    A point is identified by its device and device time: storing the same pair again is
+    a duplicate and is dropped. On PostgreSQL the table is range-partitioned by ``ts``
+    (see ``apps.telemetry.partitions``); the primary key leads with the tenant because
+    every read narrows to one tenant first, then one device, then a time range.
+    """
+
+    pk = models.CompositePrimaryKey("tenant_id", "device_id", "ts")
+    # No single-column indexes: the primary key serves tenant and device lookups, and
+    # every extra index is paid on each of millions of inserts.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Deleting a device deletes its points through delete_device_telemetry (services),
+    # by tenant and device, which the primary key serves; a cascade on device_id alone
+    # would scan every partition.
+    device = models.ForeignKey(
+        Device, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    ts = models.DateTimeField(help_text="Device time, UTC.")
+    received_at = models.DateTimeField(default=timezone.now, help_text="Server time, UTC.")
+    data = models.JSONField()
+
+    class Meta:
+        db_table = "telemetry"
+        ordering = ["-ts"]
+        verbose_name_plural = "telemetry"
+
+    def __str__(self) -> str:
+        return f"device {self.device_id} at {self.ts.isoformat()}"
+
+
+class DeviceState(TenantOwnedModel):
+    """The latest point of a device, kept in step with every ingest.
+
+    It only moves forward: a point older than ``last_ts`` (history uploaded late) is
+    stored in the time series but leaves the state alone. The position is the latest
+    point that carried one, which may be older than ``last_ts``.
+    """
+
+    device = models.OneToOneField(
+        Device, on_delete=models.CASCADE, primary_key=True, related_name="state"
+    )
+    last_ts = models.DateTimeField(help_text="Device time of the newest point.")
+    last_received_at = models.DateTimeField(help_text="Server time the newest point arrived.")
+    last_data = models.JSONField()
+    position_ts = models.DateTimeField(null=True, blank=True)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    point_count = models.BigIntegerField(default=0, help_text="Points stored, duplicates excluded.")
+    updated_at = models.DateTimeField(
+        default=timezone.now, help_text="Last time a point was stored."
+    )
+
+    class Meta:
+        db_table = "device_state"
+        indexes = [models.Index(fields=["tenant", "last_ts"], name="device_state_tenant_last_ts")]
+
+    def __str__(self) -> str:
+        return f"state of device {self.device_id}"

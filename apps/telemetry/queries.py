@@ -1,0 +1,284 @@
+"""Reading telemetry: raw points, buckets computed in the database, and exports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from apps.telemetry.models import Telemetry
+
+AGGREGATES = ("avg", "min", "max", "sum", "count", "first", "last")
+INTERVAL_PATTERN = re.compile(r"^(\d{1,4})([smhd])$")
+INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+class QueryError(ValueError):
+    """A query parameter that cannot be honoured, with the parameter it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """``start`` inclusive, ``end`` exclusive; either may be open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PointRow:
+    ts: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[PointRow]
+    next_cursor: str | None
+
+
+def parse_interval(value: str) -> int:
+    """``5m`` → 300 seconds."""
+    match = INTERVAL_PATTERN.match(value.strip())
+    if not match or int(match.group(1)) == 0:
+        raise QueryError("interval", f"{value!r} is not an interval such as 30s, 5m, 1h or 1d.")
+    return int(match.group(1)) * INTERVAL_UNITS[match.group(2)]
+
+
+def parse_keys(value: str | Sequence[str]) -> list[str]:
+    keys = value.split(",") if isinstance(value, str) else list(value)
+    keys = [key.strip() for key in keys if isinstance(key, str) and key.strip()]
+    for key in keys:
+        if not KEY_PATTERN.match(key):
+            raise QueryError("keys", f"{key!r} is not a dot path such as gps.speed or io.239.")
+    return list(dict.fromkeys(keys))
+
+
+def select_keys(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Only the given dot paths of ``data``, nested as they were; missing paths left out."""
+    selected: dict[str, Any] = {}
+    for key in keys:
+        found, value = lookup(data, key)
+        if not found:
+            continue
+        target = selected
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return selected
+
+
+def lookup(data: Any, key: str) -> tuple[bool, Any]:
+    value = data
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def encode_cursor(order: str, ts: datetime) -> str:
+    raw = f"{order}|{ts.astimezone(UTC).isoformat()}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str) -> datetime:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        cursor_order, _, iso = base64.urlsafe_b64decode(padded).decode().partition("|")
+        ts = datetime.fromisoformat(iso)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise QueryError("cursor", "Not a cursor this API returned.") from None
+    if cursor_order != order:
+        raise QueryError("cursor", "This cursor belongs to a query with the other order.")
+    return ts
+
+
+def points_queryset(
+    tenant_id: int, device_id: int, time_range: TimeRange, order: str
+) -> QuerySet[Telemetry]:
+    queryset = Telemetry.objects.for_tenant(tenant_id).filter(device_id=device_id)
+    if time_range.start is not None:
+        queryset = queryset.filter(ts__gte=time_range.start)
+    if time_range.end is not None:
+        queryset = queryset.filter(ts__lt=time_range.end)
+    return queryset.order_by("ts" if order == "asc" else "-ts")
+
+
+def read_points(
+    tenant_id: int,
+    device_id: int,
+    time_range: TimeRange,
+    *,
+    order: str,
+    limit: int,
+    cursor: str | None = None,
+) -> Page:
+    """One page of a device's points, served by the (tenant, device, ts) key."""
+    queryset = points_queryset(tenant_id, device_id, time_range, order)
+    if cursor:
+        after = decode_cursor(cursor, order)
+        queryset = (
+            queryset.filter(ts__gt=after) if order == "asc" else queryset.filter(ts__lt=after)
+        )
+
+    fetched = list(queryset.values_list("ts", "data")[: limit + 1])
+    rows = [PointRow(ts, data) for ts, data in fetched[:limit]]
+    next_cursor = encode_cursor(order, rows[-1].ts) if len(fetched) > limit else None
+    return Page(rows, next_cursor)
+
+
+def iterate_points(
+    tenant_id: int, device_id: int, time_range: TimeRange, *, order: str, limit: int | None
+) -> Iterator[PointRow]:
+    """Every point in the range, fetched in chunks so exports do not sit in memory."""
+    queryset = points_queryset(tenant_id, device_id, time_range, order).values_list("ts", "data")
+    if limit is not None:
+        queryset = queryset[:limit]
+    for ts, data in queryset.iterator(chunk_size=2000):
+        yield PointRow(ts, data)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    values: dict[str, dict[str, float | None]]
+
+
+def aggregate_points(
+    tenant_id: int,
+    device_id: int,
+    time_range: TimeRange,
+    *,
+    interval_seconds: int,
+    keys: Sequence[str],
+    aggregates: Sequence[str],
+    order: str,
+    limit: int,
+) -> list[Bucket]:
+    """Numeric data paths summarised per time bucket, computed by the database.
+
+    Buckets start at multiples of the interval since the Unix epoch (UTC), so ``1d``
+    buckets start at midnight UTC. Values that are not numbers are ignored; buckets with
+    no point are left out.
+    """
+    sql, params = aggregate_sql(
+        tenant_id, device_id, time_range, interval_seconds, keys, aggregates, order, limit
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+
+    buckets = []
+    for row in rows:
+        values: dict[str, dict[str, float | None]] = {}
+        column = 1
+        for key in keys:
+            values[key] = {}
+            for aggregate in aggregates:
+                values[key][aggregate] = row[column]
+                column += 1
+        buckets.append(Bucket(bucket_start(row[0]), values))
+    return buckets
+
+
+def bucket_start(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def aggregate_sql(
+    tenant_id: int,
+    device_id: int,
+    time_range: TimeRange,
+    interval_seconds: int,
+    keys: Sequence[str],
+    aggregates: Sequence[str],
+    order: str,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    postgres = connection.vendor == "postgresql"
+    params: list[Any] = []
+
+    # The innermost query reads each wanted path as a number, or NULL when it is not one.
+    if postgres:
+        bucket = "floor(extract(epoch FROM ts) / %s)::bigint * %s"
+    else:
+        # Django's SQLite text timestamps are UTC; '%%s' is strftime's epoch seconds.
+        bucket = "(CAST(strftime('%%s', ts) AS INTEGER) / %s) * %s"
+    params += [interval_seconds, interval_seconds]
+    value_columns = []
+    for index, key in enumerate(keys):
+        if postgres:
+            value_columns.append(
+                f"CASE WHEN jsonb_typeof(data #> %s) = 'number' "
+                f"THEN (data #>> %s)::double precision END AS v{index}"
+            )
+            params += [key.split("."), key.split(".")]
+        else:
+            path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+            value_columns.append(
+                f"CASE WHEN json_type(data, %s) IN ('integer', 'real') "
+                f"THEN json_extract(data, %s) END AS v{index}"
+            )
+            params += [path, path]
+
+    where = ["tenant_id = %s", "device_id = %s"]
+    params += [tenant_id, device_id]
+    if time_range.start is not None:
+        where.append("ts >= %s")
+        params.append(connection.ops.adapt_datetimefield_value(time_range.start))
+    if time_range.end is not None:
+        where.append("ts < %s")
+        params.append(connection.ops.adapt_datetimefield_value(time_range.end))
+    inner = (
+        f"SELECT {bucket} AS bucket, ts, {', '.join(value_columns)} "
+        f"FROM telemetry WHERE {' AND '.join(where)}"
+    )
+
+    # First and last need the order of points inside each bucket: window functions,
+    # written so that PostgreSQL and SQLite run the same text.
+    windows = []
+    if {"first", "last"} & set(aggregates):
+        for index in range(len(keys)):
+            for name, direction in (("first", "ASC"), ("last", "DESC")):
+                if name in aggregates:
+                    windows.append(
+                        f"FIRST_VALUE(v{index}) OVER (PARTITION BY bucket "
+                        f"ORDER BY (v{index} IS NULL), ts {direction}) AS {name}{index}"
+                    )
+    middle = (
+        f"SELECT inner_points.*{''.join(', ' + w for w in windows)} FROM ({inner}) inner_points"
+    )
+
+    selected = []
+    for index in range(len(keys)):
+        for aggregate in aggregates:
+            if aggregate in ("first", "last"):
+                selected.append(f"MAX({aggregate}{index})")
+            elif aggregate == "count":
+                selected.append(f"COUNT(v{index})")
+            else:
+                selected.append(f"{aggregate.upper()}(v{index})")
+    direction = "ASC" if order == "asc" else "DESC"
+    sql = (
+        f"SELECT bucket, {', '.join(selected)} FROM ({middle}) points "
+        f"GROUP BY bucket ORDER BY bucket {direction} LIMIT %s"
+    )
+    params.append(limit)
+    return sql, params

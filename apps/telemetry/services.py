@@ -1,0 +1,172 @@
+"""The ingest service: the one write path of telemetry, shared by every transport.
+
+HTTP, MQTT, Teltonika, webhooks and the collector hand ``ingest_points`` a batch of
+points for devices they have already identified. It validates each point, drops repeats
+of a (device, time) already stored or repeated within the batch, writes the batch in one
+transaction, moves each device's latest state forward in the same transaction, and
+returns only after the commit, so a transport can acknowledge on return. When it raises,
+nothing of the batch was written and nothing must be acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeGuard
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.devices.models import Device
+from apps.telemetry import storage
+from apps.telemetry.models import Telemetry
+
+logger = logging.getLogger(__name__)
+
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+# Device clocks drift; a day ahead is a broken clock, not drift.
+LATEST_TS_AHEAD = timedelta(days=1)
+
+
+class InvalidPointError(ValueError):
+    """A point that cannot be stored, with the input field it is about."""
+
+    def __init__(self, field: str, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.index = index
+
+
+@dataclass(frozen=True)
+class Point:
+    """A reading of one device: its device time and its data (a JSON object)."""
+
+    tenant_id: int
+    device_id: int
+    ts: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectedPoint:
+    index: int
+    field: str
+    message: str
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejections: list[RejectedPoint] = field(default_factory=list)
+
+
+def ingest_points(
+    points: Sequence[Point], *, skip_invalid: bool = False, received_at: datetime | None = None
+) -> IngestResult:
+    """Store a batch of points; return counts of stored, duplicate and rejected points.
+
+    With ``skip_invalid`` an invalid point is counted as rejected and the rest are
+    stored (for streams that cannot answer per point); without it the first invalid point
+    raises InvalidPointError and nothing is stored (HTTP answers 400).
+    """
+    received_at = received_at or timezone.now()
+    result = IngestResult()
+    rows: dict[tuple[int, datetime], storage.Row] = {}
+
+    for index, point in enumerate(points):
+        try:
+            row = prepare_row(point, received_at, index)
+        except InvalidPointError as error:
+            if not skip_invalid:
+                raise
+            result.rejected += 1
+            result.rejections.append(RejectedPoint(index, error.field, error.message))
+            continue
+        # The first of two points with the same device and time wins, as it would across
+        # batches: the later one is a repeat.
+        rows.setdefault((point.device_id, row.ts), row)
+
+    accepted = len(points) - result.rejected
+    if rows:
+        with transaction.atomic(durable=True):
+            result.stored = storage.write_rows(list(rows.values()))
+    result.duplicates = accepted - result.stored
+    return result
+
+
+def prepare_row(point: Point, received_at: datetime, index: int) -> storage.Row:
+    ts = check_timestamp(point.ts, received_at, index)
+    if not isinstance(point.data, dict):
+        raise InvalidPointError("data", "Must be a JSON object.", index)
+    try:
+        # Serialised once, here: the same text is validated, measured and written.
+        text = json.dumps(point.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidPointError("data", f"Not storable as JSON: {error}.", index) from None
+    except RecursionError:
+        raise InvalidPointError("data", "Nested too deeply.", index) from None
+    if "\\u0000" in text:
+        raise InvalidPointError("data", "Strings must not contain NUL characters.", index)
+    if len(text.encode()) > settings.TELEMETRY_MAX_POINT_BYTES:
+        raise InvalidPointError(
+            "data", f"Larger than {settings.TELEMETRY_MAX_POINT_BYTES} bytes as JSON.", index
+        )
+    latitude, longitude = position_of(point.data)
+    return storage.Row(
+        tenant_id=point.tenant_id,
+        device_id=point.device_id,
+        ts=ts,
+        received_at=received_at,
+        data=point.data,
+        data_json=text,
+        latitude=latitude,
+        longitude=longitude,
+    )
+
+
+def check_timestamp(ts: datetime, now: datetime, index: int | None = None) -> datetime:
+    if not isinstance(ts, datetime):
+        raise InvalidPointError("ts", "Must be a date and time.", index)
+    if timezone.is_naive(ts):
+        # Devices that omit the offset send UTC, as the protocol documents require.
+        ts = ts.replace(tzinfo=UTC)
+    ts = ts.astimezone(UTC)
+    if ts < EARLIEST_TS:
+        raise InvalidPointError("ts", "Is before 2000-01-01: the device clock is not set.", index)
+    if ts > now + LATEST_TS_AHEAD:
+        raise InvalidPointError("ts", "Is more than a day in the future.", index)
+    return ts
+
+
+def delete_device_telemetry(device: Device) -> int:
+    """Delete every point of a device; runs before the device itself is deleted."""
+    deleted, _ = Telemetry.objects.filter(tenant_id=device.tenant_id, device_id=device.pk).delete()
+    return deleted
+
+
+def position_of(data: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Latitude and longitude from ``data.gps`` (or top-level ``lat``/``lon``), if valid."""
+    gps = data.get("gps")
+    source = gps if isinstance(gps, dict) else data
+    latitude, longitude = source.get("lat"), source.get("lon")
+    if not (is_number(latitude) and is_number(longitude)):
+        return None, None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        return None, None
+    # 0,0 is what trackers report without a GNSS fix, not a place anyone drives.
+    if latitude == 0 and longitude == 0:
+        return None, None
+    return float(latitude), float(longitude)
+
+
+def is_number(value: Any) -> TypeGuard[float]:
+    """A finite JSON number (booleans are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
