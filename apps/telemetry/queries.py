@@ -108,47 +108,56 @@ def decode_cursor(cursor: str, order: str) -> datetime:
     return ts
 
 
-def points_queryset(
-    tenant_id: int, device_id: int, time_range: TimeRange, order: str
-) -> QuerySet[Telemetry]:
-    queryset = Telemetry.objects.for_tenant(tenant_id).filter(device_id=device_id)
-    if time_range.start is not None:
-        queryset = queryset.filter(ts__gte=time_range.start)
-    if time_range.end is not None:
-        queryset = queryset.filter(ts__lt=time_range.end)
-    return queryset.order_by("ts" if order == "asc" else "-ts")
+@dataclass(frozen=True)
+class PointQuery:
+    """Which points of one device, in which order, how many (None: all)."""
+
+    tenant_id: int
+    device_id: int
+    time_range: TimeRange
+    order: str = "desc"
+    limit: int | None = None
 
 
-def read_points(
-    tenant_id: int,
-    device_id: int,
-    time_range: TimeRange,
-    *,
-    order: str,
-    limit: int,
-    cursor: str | None = None,
-) -> Page:
+@dataclass(frozen=True)
+class Aggregation:
+    """Numeric data paths to summarise, with which aggregates, per bucket of seconds."""
+
+    interval_seconds: int
+    keys: Sequence[str]
+    aggregates: Sequence[str]
+
+
+def points_queryset(query: PointQuery) -> QuerySet[Telemetry]:
+    queryset = Telemetry.objects.for_tenant(query.tenant_id).filter(device_id=query.device_id)
+    if query.time_range.start is not None:
+        queryset = queryset.filter(ts__gte=query.time_range.start)
+    if query.time_range.end is not None:
+        queryset = queryset.filter(ts__lt=query.time_range.end)
+    return queryset.order_by("ts" if query.order == "asc" else "-ts")
+
+
+def read_points(query: PointQuery, cursor: str | None = None) -> Page:
     """One page of a device's points, served by the (tenant, device, ts) key."""
-    queryset = points_queryset(tenant_id, device_id, time_range, order)
+    assert query.limit is not None, "a page needs a limit"
+    queryset = points_queryset(query)
     if cursor:
-        after = decode_cursor(cursor, order)
+        after = decode_cursor(cursor, query.order)
         queryset = (
-            queryset.filter(ts__gt=after) if order == "asc" else queryset.filter(ts__lt=after)
+            queryset.filter(ts__gt=after) if query.order == "asc" else queryset.filter(ts__lt=after)
         )
 
-    fetched = list(queryset.values_list("ts", "data")[: limit + 1])
-    rows = [PointRow(ts, data) for ts, data in fetched[:limit]]
-    next_cursor = encode_cursor(order, rows[-1].ts) if len(fetched) > limit else None
+    fetched = list(queryset.values_list("ts", "data")[: query.limit + 1])
+    rows = [PointRow(ts, data) for ts, data in fetched[: query.limit]]
+    next_cursor = encode_cursor(query.order, rows[-1].ts) if len(fetched) > query.limit else None
     return Page(rows, next_cursor)
 
 
-def iterate_points(
-    tenant_id: int, device_id: int, time_range: TimeRange, *, order: str, limit: int | None
-) -> Iterator[PointRow]:
-    """Every point in the range, fetched in chunks so exports do not sit in memory."""
-    queryset = points_queryset(tenant_id, device_id, time_range, order).values_list("ts", "data")
-    if limit is not None:
-        queryset = queryset[:limit]
+def iterate_points(query: PointQuery) -> Iterator[PointRow]:
+    """Every point asked for, fetched in chunks so exports do not sit in memory."""
+    queryset = points_queryset(query).values_list("ts", "data")
+    if query.limit is not None:
+        queryset = queryset[: query.limit]
     for ts, data in queryset.iterator(chunk_size=2000):
         yield PointRow(ts, data)
 
@@ -159,26 +168,14 @@ class Bucket:
     values: dict[str, dict[str, float | None]]
 
 
-def aggregate_points(
-    tenant_id: int,
-    device_id: int,
-    time_range: TimeRange,
-    *,
-    interval_seconds: int,
-    keys: Sequence[str],
-    aggregates: Sequence[str],
-    order: str,
-    limit: int,
-) -> list[Bucket]:
+def aggregate_points(query: PointQuery, aggregation: Aggregation) -> list[Bucket]:
     """Numeric data paths summarised per time bucket, computed by the database.
 
     Buckets start at multiples of the interval since the Unix epoch (UTC), so ``1d``
     buckets start at midnight UTC. Values that are not numbers are ignored; buckets with
-    no point are left out.
+    no point are left out. ``query.limit`` counts buckets.
     """
-    sql, params = aggregate_sql(
-        tenant_id, device_id, time_range, interval_seconds, keys, aggregates, order, limit
-    )
+    sql, params = aggregate_sql(query, aggregation)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -187,9 +184,9 @@ def aggregate_points(
     for row in rows:
         values: dict[str, dict[str, float | None]] = {}
         column = 1
-        for key in keys:
+        for key in aggregation.keys:
             values[key] = {}
-            for aggregate in aggregates:
+            for aggregate in aggregation.aggregates:
                 values[key][aggregate] = row[column]
                 column += 1
         buckets.append(Bucket(bucket_start(row[0]), values))
@@ -202,16 +199,9 @@ def bucket_start(value: Any) -> datetime:
     return datetime.fromtimestamp(int(value), tz=UTC)
 
 
-def aggregate_sql(
-    tenant_id: int,
-    device_id: int,
-    time_range: TimeRange,
-    interval_seconds: int,
-    keys: Sequence[str],
-    aggregates: Sequence[str],
-    order: str,
-    limit: int,
-) -> tuple[str, list[Any]]:
+def aggregate_sql(query: PointQuery, aggregation: Aggregation) -> tuple[str, list[Any]]:
+    keys, aggregates = aggregation.keys, aggregation.aggregates
+    interval_seconds, time_range = aggregation.interval_seconds, query.time_range
     postgres = connection.vendor == "postgresql"
     params: list[Any] = []
 
@@ -239,7 +229,7 @@ def aggregate_sql(
             params += [path, path]
 
     where = ["tenant_id = %s", "device_id = %s"]
-    params += [tenant_id, device_id]
+    params += [query.tenant_id, query.device_id]
     if time_range.start is not None:
         where.append("ts >= %s")
         params.append(connection.ops.adapt_datetimefield_value(time_range.start))
@@ -275,10 +265,10 @@ def aggregate_sql(
                 selected.append(f"COUNT(v{index})")
             else:
                 selected.append(f"{aggregate.upper()}(v{index})")
-    direction = "ASC" if order == "asc" else "DESC"
+    direction = "ASC" if query.order == "asc" else "DESC"
     sql = (
         f"SELECT bucket, {', '.join(selected)} FROM ({middle}) points "
         f"GROUP BY bucket ORDER BY bucket {direction} LIMIT %s"
     )
-    params.append(limit)
+    params.append(query.limit)
     return sql, params

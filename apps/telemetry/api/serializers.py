@@ -60,6 +60,9 @@ class TelemetryQuerySerializer(serializers.Serializer[Any]):
             data = plain
         elif isinstance(data, dict) and isinstance(data.get("keys"), list):
             data = {**data, "keys": ",".join(str(key) for key in data["keys"])}
+        if isinstance(data, dict) and "device_id" not in data and "device" in data:
+            # The original GET filter was spelled "device".
+            data = {**data, "device_id": data["device"]}
         values: dict[str, Any] = super().to_internal_value(data)
         return values
 

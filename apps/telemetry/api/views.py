@@ -205,37 +205,40 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
     def answer(self, request: Request, params: Any) -> Response | StreamingHttpResponse:
         serializer = TelemetryQuerySerializer(data=params)
         serializer.is_valid(raise_exception=True)
-        query = serializer.validated_data
-        device = self.scoped(Device.objects).filter(pk=query["device_id"]).first()
+        options = serializer.validated_data
+        device = self.scoped(Device.objects).filter(pk=options["device_id"]).first()
         if device is None:
             raise exceptions.NotFound("No device with this id in your tenant.", code="not_found")
-        time_range = queries.TimeRange(query.get("from"), query.get("to"))
 
-        if query["format"] != "json":
-            return self.export(device, time_range, query)
-        if query["interval_seconds"]:
-            return self.aggregate(device, time_range, query)
-        return self.raw(request, device, time_range, query)
+        exporting = options["format"] != "json"
+        query = queries.PointQuery(
+            tenant_id=self.tenant.pk,
+            device_id=device.pk,
+            time_range=queries.TimeRange(options.get("from"), options.get("to")),
+            order=options["order"],
+            # Exports stream the whole range unless asked for fewer; pages have a size.
+            limit=options.get("limit") or (None if exporting else self.default_limit),
+        )
+        if exporting:
+            return self.export(device, query, options)
+        if options["interval_seconds"]:
+            return self.aggregate(query, options)
+        return self.raw(request, query, options)
 
-    def raw(
-        self, request: Request, device: Device, time_range: queries.TimeRange, query: Any
-    ) -> Response:
+    @property
+    def default_limit(self) -> int:
+        return int(settings.TELEMETRY_QUERY_DEFAULT_LIMIT)
+
+    def raw(self, request: Request, query: queries.PointQuery, options: Any) -> Response:
         try:
-            page = queries.read_points(
-                self.tenant.pk,
-                device.pk,
-                time_range,
-                order=query["order"],
-                limit=query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
-                cursor=query.get("cursor"),
-            )
+            page = queries.read_points(query, cursor=options.get("cursor"))
         except queries.QueryError as error:
             raise exceptions.ValidationError({error.field: [error.message]}) from None
 
-        keys = query["keys"]
+        keys = options["keys"]
         body = [
             {
-                "device_id": device.pk,
+                "device_id": query.device_id,
                 "ts": exports.iso(row.ts),
                 "data": queries.select_keys(row.data, keys) if keys else row.data,
             }
@@ -244,49 +247,51 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
         headers = {}
         if page.next_cursor:
             headers["X-Next-Cursor"] = page.next_cursor
-            headers["Link"] = f'<{self.next_url(request, query, page.next_cursor)}>; rel="next"'
+            next_url = self.next_url(request, query, keys, page.next_cursor)
+            headers["Link"] = f'<{next_url}>; rel="next"'
         return Response(body, headers=headers)
 
-    def next_url(self, request: Request, query: Any, cursor: str) -> str:
-        params = {
-            "device_id": query["device_id"],
-            "order": query["order"],
+    def next_url(
+        self, request: Request, query: queries.PointQuery, keys: list[str], cursor: str
+    ) -> str:
+        params: dict[str, Any] = {
+            "device_id": query.device_id,
+            "order": query.order,
             "cursor": cursor,
-            "limit": query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
+            "limit": query.limit,
         }
-        for name in ("from", "to"):
-            if query.get(name):
-                params[name] = exports.iso(query[name])
-        if query["keys"]:
-            params["keys"] = ",".join(query["keys"])
+        if query.time_range.start:
+            params["from"] = exports.iso(query.time_range.start)
+        if query.time_range.end:
+            params["to"] = exports.iso(query.time_range.end)
+        if keys:
+            params["keys"] = ",".join(keys)
         return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")
 
-    def aggregate(self, device: Device, time_range: queries.TimeRange, query: Any) -> Response:
-        buckets = queries.aggregate_points(
-            self.tenant.pk,
-            device.pk,
-            time_range,
-            interval_seconds=query["interval_seconds"],
-            keys=query["keys"],
-            aggregates=query["aggregates"],
-            order=query["order"],
-            limit=query.get("limit") or settings.TELEMETRY_QUERY_DEFAULT_LIMIT,
+    def aggregate(self, query: queries.PointQuery, options: Any) -> Response:
+        aggregation = queries.Aggregation(
+            interval_seconds=options["interval_seconds"],
+            keys=options["keys"],
+            aggregates=options["aggregates"],
         )
+        buckets = queries.aggregate_points(query, aggregation)
         return Response(
             [
-                {"device_id": device.pk, "ts": exports.iso(bucket.start), "values": bucket.values}
+                {
+                    "device_id": query.device_id,
+                    "ts": exports.iso(bucket.start),
+                    "values": bucket.values,
+                }
                 for bucket in buckets
             ]
         )
 
     def export(
-        self, device: Device, time_range: queries.TimeRange, query: Any
+        self, device: Device, query: queries.PointQuery, options: Any
     ) -> StreamingHttpResponse:
-        rows = queries.iterate_points(
-            self.tenant.pk, device.pk, time_range, order=query["order"], limit=query.get("limit")
-        )
-        if query["format"] == "csv":
-            chunks = exports.csv_chunks(device.pk, rows, query["keys"])
+        rows = queries.iterate_points(query)
+        if options["format"] == "csv":
+            chunks = exports.csv_chunks(device.pk, rows, options["keys"])
             content_type, extension = "text/csv; charset=utf-8", "csv"
         else:
             chunks = exports.gpx_chunks(device.name, rows)

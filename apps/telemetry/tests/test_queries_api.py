@@ -51,6 +51,11 @@ class TestRawQuery:
         assert [row["ts"] for row in body] == [iso(n) for n in reversed(range(10))]
         assert body[0] == {"device_id": device.pk, "ts": iso(9), "data": history[9][1]}
 
+    def test_device_is_an_alias_of_device_id(self, client_for, tenant_a, device, history):
+        response = client_for(tenant_a.viewer).get(f"/telemetry/query?device={device.pk}&limit=1")
+
+        assert response.json()[0]["ts"] == iso(9)
+
     def test_order_and_time_range(self, client_for, tenant_a, device, history):
         response = client_for(tenant_a.viewer).post(
             "/telemetry/query",
