@@ -10,14 +10,14 @@ nothing of the batch was written and nothing must be acknowledged.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -77,10 +77,26 @@ def ingest_points(
     stored (for streams that cannot answer per point); without it the first invalid point
     raises InvalidPointError and nothing is stored (HTTP answers 400).
     """
-    received_at = received_at or timezone.now()
     result = IngestResult()
-    rows: dict[tuple[int, datetime], storage.Row] = {}
+    if not points:
+        return result
 
+    rows = valid_rows(points, received_at or timezone.now(), skip_invalid, result)
+    with transaction.atomic(durable=True):
+        # The rows are validated as the storage consumes them, so that on PostgreSQL the
+        # database writes the first rows while the next ones are still being checked.
+        result.stored = storage.write_rows(
+            rows, device_ids={point.device_id for point in points}, expected=len(points)
+        )
+    result.duplicates = len(points) - result.rejected - result.stored
+    return result
+
+
+def valid_rows(
+    points: Sequence[Point], received_at: datetime, skip_invalid: bool, result: IngestResult
+) -> Iterator[storage.Row]:
+    """The points as rows, each (device, ts) once; counts rejections in ``result``."""
+    seen: set[tuple[int, datetime]] = set()
     for index, point in enumerate(points):
         try:
             row = prepare_row(point, received_at, index)
@@ -92,33 +108,24 @@ def ingest_points(
             continue
         # The first of two points with the same device and time wins, as it would across
         # batches: the later one is a repeat.
-        rows.setdefault((point.device_id, row.ts), row)
-
-    accepted = len(points) - result.rejected
-    if rows:
-        with transaction.atomic(durable=True):
-            result.stored = storage.write_rows(list(rows.values()))
-    result.duplicates = accepted - result.stored
-    return result
+        key = (point.device_id, row.ts)
+        if key not in seen:
+            seen.add(key)
+            yield row
 
 
 def prepare_row(point: Point, received_at: datetime, index: int) -> storage.Row:
     ts = check_timestamp(point.ts, received_at, index)
     if not isinstance(point.data, dict):
         raise InvalidPointError("data", "Must be a JSON object.", index)
-    try:
-        # Serialised once, here: the same text is validated, measured and written.
-        text = json.dumps(point.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidPointError("data", f"Not storable as JSON: {error}.", index) from None
-    except RecursionError:
-        raise InvalidPointError("data", "Nested too deeply.", index) from None
-    if "\\u0000" in text:
+    encoded = encode_data(point.data, index)
+    if b"\\u0000" in encoded:
         raise InvalidPointError("data", "Strings must not contain NUL characters.", index)
-    if len(text.encode()) > settings.TELEMETRY_MAX_POINT_BYTES:
+    if len(encoded) > settings.TELEMETRY_MAX_POINT_BYTES:
         raise InvalidPointError(
             "data", f"Larger than {settings.TELEMETRY_MAX_POINT_BYTES} bytes as JSON.", index
         )
+    text = encoded.decode()
     latitude, longitude = position_of(point.data)
     return storage.Row(
         tenant_id=point.tenant_id,
@@ -132,13 +139,47 @@ def prepare_row(point: Point, received_at: datetime, index: int) -> storage.Row:
     )
 
 
+def encode_data(data: dict[str, Any], index: int) -> bytes:
+    """The data as compact UTF-8 JSON, serialised once: validated, measured and written.
+
+    orjson is several times faster than the standard encoder on this hot path, but writes
+    NaN and infinities as null; they are refused instead, as JSON does.
+    """
+    try:
+        encoded = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as error:
+        if "recursion" in str(error).lower():
+            raise InvalidPointError("data", "Nested too deeply.", index) from None
+        raise InvalidPointError("data", f"Not storable as JSON: {error}.", index) from None
+    # orjson writes NaN and infinities as null, so only data with a null needs the walk.
+    if b"null" in encoded and not all_numbers_finite(data):
+        raise InvalidPointError("data", "Numbers must be finite (no NaN or Infinity).", index)
+    return encoded
+
+
+def all_numbers_finite(value: Any) -> bool:
+    # Plain loops: this runs for every point, and generators cost a third more here.
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list and kind is not tuple:
+        return True
+    for item in value:  # noqa: SIM110  (a loop: see above)
+        if not all_numbers_finite(item):
+            return False
+    return True
+
+
 def check_timestamp(ts: datetime, now: datetime, index: int | None = None) -> datetime:
     if not isinstance(ts, datetime):
         raise InvalidPointError("ts", "Must be a date and time.", index)
-    if timezone.is_naive(ts):
+    if ts.tzinfo is None:
         # Devices that omit the offset send UTC, as the protocol documents require.
         ts = ts.replace(tzinfo=UTC)
-    ts = ts.astimezone(UTC)
+    elif ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
     if ts < EARLIEST_TS:
         raise InvalidPointError("ts", "Is before 2000-01-01: the device clock is not set.", index)
     if ts > now + LATEST_TS_AHEAD:

@@ -1,31 +1,41 @@
-"""Writing prepared telemetry rows and the latest state, per database.
+"""Writing prepared telemetry rows and moving the latest state forward, per database.
 
-PostgreSQL receives large batches through COPY into a temporary table and one
-``INSERT … SELECT … ON CONFLICT DO NOTHING``; small batches (a single HTTP point) and
-SQLite use one multi-row ``INSERT … ON CONFLICT DO NOTHING``. Either way the statement
-returns the keys it inserted, and the latest state of each device is moved forward from
-exactly those rows. Callers run this inside one transaction.
+PostgreSQL, batches of ``COPY_THRESHOLD`` rows or more: a point newer than its device's
+latest stored point (from ``device_state``) cannot be a repeat, so those points are copied
+straight into ``telemetry`` with COPY, PostgreSQL's fastest write. The rest (history
+arriving late, resends after a lost acknowledgement) go through a temporary table and
+``INSERT … ON CONFLICT DO NOTHING``, which drops repeats; so do all points if the straight
+copy meets a repeat after all (a concurrent batch stored the same point first). Small
+batches and SQLite use one multi-row ``INSERT … ON CONFLICT DO NOTHING``.
+
+Every path knows exactly which rows were new, and the latest state of each device is
+moved forward from those rows only. Callers run this inside one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import connection
+import orjson
+import psycopg
+import psycopg.errors
+from django.db import connection, transaction
 
-# Below this many rows a VALUES list costs fewer round trips than COPY and its temp table.
+# Below this many rows a VALUES list costs fewer round trips than a COPY.
 COPY_THRESHOLD = 64
+# Rows per write into a COPY: about 16 KB, enough to keep the database busy meanwhile.
+COPY_CHUNK_ROWS = 64
 # Keeps one statement under SQLite's 32,766 bound parameters (and PostgreSQL's 65,535).
 VALUES_CHUNK = 1000
+STATE_CHUNK = VALUES_CHUNK // 10
 TELEMETRY_COLUMNS = "tenant_id, device_id, ts, received_at, data"
 
 
-@dataclass(frozen=True)
-class Row:
-    """A validated point, ready to write."""
+class Row(NamedTuple):
+    """A validated point, ready to write. A tuple: made once per point, on the hot path."""
 
     tenant_id: int
     device_id: int
@@ -37,31 +47,33 @@ class Row:
     longitude: float | None
 
 
-def write_rows(rows: Sequence[Row]) -> int:
-    """Insert rows whose (device, ts) keys are unique within the batch; return how many
-    were new. Sorted first so concurrent batches lock keys in the same order."""
-    ordered = sorted(rows, key=lambda row: (row.tenant_id, row.device_id, row.ts))
-    if connection.vendor == "postgresql" and len(ordered) >= COPY_THRESHOLD:
-        inserted_keys = copy_rows(ordered)
-    else:
-        inserted_keys = insert_rows(ordered)
+def write_rows(rows: Iterable[Row], *, device_ids: Collection[int], expected: int) -> int:
+    """Insert rows whose (device, ts) keys are unique among them; return how many were new.
 
-    by_key = {(row.device_id, db_datetime(row.ts)): row for row in ordered}
-    inserted = [by_key[(device_id, db_datetime(ts))] for device_id, ts in inserted_keys]
+    ``device_ids`` covers every row's device and ``expected`` is about how many rows come:
+    together they choose the path before the rows are read.
+    """
+    if connection.vendor == "postgresql" and expected >= COPY_THRESHOLD:
+        inserted = copy_rows(rows, device_ids)
+    else:
+        inserted = insert_rows(sort_by_key(rows))
     update_device_states(inserted)
     return len(inserted)
 
 
-def db_datetime(value: Any) -> Any:
-    """A datetime as this database stores and returns it, so keys compare equal."""
-    if isinstance(value, str):
-        return value
-    return connection.ops.adapt_datetimefield_value(value)
+def sort_by_key(rows: Iterable[Row]) -> list[Row]:
+    """Rows in key order, so that concurrent batches take row locks in the same order."""
+    return sorted(rows, key=lambda row: (row.tenant_id, row.device_id, row.ts))
 
 
-def insert_rows(rows: Sequence[Row]) -> list[tuple[int, Any]]:
-    json_placeholder = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-    inserted: list[tuple[int, Any]] = []
+# --- Small batches and SQLite ----------------------------------------------------------------
+
+
+def insert_rows(rows: Sequence[Row]) -> list[Row]:
+    postgres = connection.vendor == "postgresql"
+    json_placeholder = "%s::jsonb" if postgres else "%s"
+    by_key = {(row.device_id, db_datetime(row.ts)): row for row in rows}
+    inserted = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), VALUES_CHUNK):
             chunk = rows[start : start + VALUES_CHUNK]
@@ -80,34 +92,129 @@ def insert_rows(rows: Sequence[Row]) -> list[tuple[int, Any]]:
                 "ON CONFLICT DO NOTHING RETURNING device_id, ts",
                 params,
             )
-            inserted += cursor.fetchall()
+            inserted += [by_key[(device_id, db_datetime(ts))] for device_id, ts in cursor]
     return inserted
 
 
-def copy_rows(rows: Sequence[Row]) -> list[tuple[int, Any]]:
-    with connection.cursor() as cursor:
+def db_datetime(value: Any) -> Any:
+    """A datetime as this database takes and returns it, so that keys compare equal."""
+    if isinstance(value, str):
+        return value
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+# --- Large batches on PostgreSQL -------------------------------------------------------------
+
+
+def copy_rows(rows: Iterable[Row], device_ids: Collection[int]) -> list[Row]:
+    newest = latest_stored_times(device_ids)
+    known: list[Row] = []
+    copied: list[Row] = []
+    rows = iter(rows)
+    try:
+        with transaction.atomic():
+            copy_fresh_rows(rows, newest, copied, known)
+    except psycopg.errors.UniqueViolation:
+        # A concurrent batch stored one of these points first: none of the copy was kept, so
+        # what was copied and what is left go the careful way.
+        known += copied + list(rows)
+        copied = []
+    if known:
+        copied += copy_skipping_repeats(sort_by_key(known))
+    return copied
+
+
+def copy_fresh_rows(
+    rows: Iterator[Row], newest: dict[int, datetime], copied: list[Row], known: list[Row]
+) -> None:
+    """COPY rows newer than their device's latest point straight into telemetry.
+
+    Written in chunks while later rows are still being read, so that the database works
+    in parallel with the validation. Older rows are put aside in ``known``.
+    """
+    statement = f"COPY telemetry ({TELEMETRY_COLUMNS}) FROM STDIN"
+    with bound_cursor() as cursor, cursor.copy(statement) as copy:
+        chunk: list[Row] = []
+        for row in rows:
+            latest = newest.get(row.device_id)
+            if latest is not None and row.ts <= latest:
+                known.append(row)
+                continue
+            chunk.append(row)
+            if len(chunk) == COPY_CHUNK_ROWS:
+                copy.write(copy_text(chunk))
+                copied += chunk
+                chunk = []
+        if chunk:
+            copy.write(copy_text(chunk))
+            copied += chunk
+
+
+def bound_cursor() -> psycopg.Cursor[Any]:
+    """A cursor of the same connection that binds parameters on the server.
+
+    Django binds on the client, so PostgreSQL plans each statement anew; over the
+    partitioned table planning costs more than running. Bound on the server, psycopg
+    prepares a statement after a few uses and its plan is kept for the session.
+    """
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def latest_stored_times(device_ids: Collection[int]) -> dict[int, datetime]:
+    """Each device's latest stored time, from its state.
+
+    Not locked: a concurrent batch that stores the same point first makes this batch's
+    copy fail on the repeated key, and the whole batch then takes the careful path.
+    """
+    with bound_cursor() as cursor:
+        cursor.execute(
+            "SELECT device_id, last_ts FROM device_state WHERE device_id = ANY(%s::text::bigint[])",
+            # An array literal: psycopg's list adaptation loops in Python per element.
+            ["{" + ",".join(map(str, device_ids)) + "}"],
+        )
+        return dict(cursor.fetchall())
+
+
+def copy_text(rows: Iterable[Row]) -> bytes:
+    """Rows in COPY's text format. JSON text has no raw tabs or newlines, only backslashes
+    to double."""
+    received: dict[datetime, str] = {}
+    lines = []
+    for row in rows:
+        received_text = received.get(row.received_at)
+        if received_text is None:
+            received_text = received[row.received_at] = row.received_at.isoformat()
+        data = row.data_json.replace("\\", "\\\\")
+        lines.append(
+            f"{row.tenant_id}\t{row.device_id}\t{row.ts.isoformat()}\t{received_text}\t{data}\n"
+        )
+    return "".join(lines).encode()
+
+
+def copy_skipping_repeats(rows: Sequence[Row]) -> list[Row]:
+    with bound_cursor() as cursor:
         # One per database session, emptied after each use; a rollback empties it too.
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS telemetry_incoming "
             "(tenant_id bigint, device_id bigint, ts timestamptz, received_at timestamptz, "
             "data jsonb)"
         )
-        with cursor.cursor.copy(
-            f"COPY telemetry_incoming ({TELEMETRY_COLUMNS}) FROM STDIN"
-        ) as copy:
-            for row in rows:
-                copy.write_row(
-                    (row.tenant_id, row.device_id, row.ts, row.received_at, row.data_json)
-                )
+        statement = f"COPY telemetry_incoming ({TELEMETRY_COLUMNS}) FROM STDIN"
+        with cursor.copy(statement) as copy:
+            copy.write(copy_text(rows))
         cursor.execute(
             f"INSERT INTO telemetry ({TELEMETRY_COLUMNS}) "
             f"SELECT {TELEMETRY_COLUMNS} FROM telemetry_incoming "
             "ORDER BY tenant_id, device_id, ts "
             "ON CONFLICT DO NOTHING RETURNING device_id, ts"
         )
-        inserted: list[tuple[int, Any]] = cursor.fetchall()
+        new_keys = set(cursor.fetchall())
         cursor.execute("TRUNCATE telemetry_incoming")
-    return inserted
+    return [row for row in rows if (row.device_id, row.ts) in new_keys]
+
+
+# --- Latest state ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -135,13 +242,13 @@ def state_changes(rows: Iterable[Row]) -> dict[int, StateChange]:
     return changes
 
 
+STATE_COLUMNS = (
+    "device_id, tenant_id, last_ts, last_received_at, last_data, "
+    "position_ts, latitude, longitude, point_count, updated_at"
+)
 # Moves state forward only: an older point (history uploaded late) changes the count but
 # not the latest values. Every right-hand side reads the row as it was before the update.
-UPSERT_STATE = """
-INSERT INTO device_state (
-    device_id, tenant_id, last_ts, last_received_at, last_data,
-    position_ts, latitude, longitude, point_count, updated_at
-) VALUES {values}
+ON_CONFLICT_MOVE_FORWARD = """
 ON CONFLICT (device_id) DO UPDATE SET
     last_data = CASE WHEN excluded.last_ts > device_state.last_ts
         THEN excluded.last_data ELSE device_state.last_data END,
@@ -155,10 +262,11 @@ ON CONFLICT (device_id) DO UPDATE SET
         THEN excluded.position_ts ELSE device_state.position_ts END,
     point_count = device_state.point_count + excluded.point_count,
     updated_at = excluded.updated_at
-"""
-NEWER_POSITION = (
-    "(excluded.position_ts IS NOT NULL AND (device_state.position_ts IS NULL "
-    "OR excluded.position_ts > device_state.position_ts))"
+""".format(
+    newer_position=(
+        "(excluded.position_ts IS NOT NULL AND (device_state.position_ts IS NULL "
+        "OR excluded.position_ts > device_state.position_ts))"
+    )
 )
 
 
@@ -166,28 +274,75 @@ def update_device_states(inserted: Iterable[Row]) -> None:
     changes = state_changes(inserted)
     if not changes:
         return
-
-    json_placeholder = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-    row_placeholder = f"(%s, %s, %s, %s, {json_placeholder}, %s, %s, %s, %s, %s)"
-    params: list[Any] = []
     # Device order keeps concurrent batches from locking state rows in opposite orders.
-    for device_id in sorted(changes):
-        change = changes[device_id]
+    ordered = [changes[device_id] for device_id in sorted(changes)]
+    if connection.vendor == "postgresql":
+        update_device_states_postgresql(ordered)
+    else:
+        update_device_states_by_values(ordered)
+
+
+def update_device_states_postgresql(changes: Sequence[StateChange]) -> None:
+    """One statement, the changes sent as one JSON document of records.
+
+    A JSON document costs psycopg one orjson call, where arrays of timestamps cost it a
+    Python loop per element. The newest data is read back from the row just written
+    rather than sent again.
+    """
+    records = [
+        {
+            "device_id": change.newest.device_id,
+            "tenant_id": change.newest.tenant_id,
+            "last_ts": change.newest.ts,
+            "received_at": change.newest.received_at,
+            "position_ts": change.positioned.ts if change.positioned else None,
+            "latitude": change.positioned.latitude if change.positioned else None,
+            "longitude": change.positioned.longitude if change.positioned else None,
+            "point_count": change.count,
+        }
+        for change in changes
+    ]
+    with bound_cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO device_state ({STATE_COLUMNS}) "
+            "SELECT change.device_id, change.tenant_id, change.last_ts, change.received_at, "
+            "telemetry.data, change.position_ts, change.latitude, change.longitude, "
+            "change.point_count, change.received_at "
+            "FROM jsonb_to_recordset(%s::text::jsonb) AS change(device_id bigint, "
+            "tenant_id bigint, last_ts timestamptz, received_at timestamptz, "
+            "position_ts timestamptz, latitude float8, longitude float8, point_count bigint) "
+            "JOIN telemetry ON telemetry.tenant_id = change.tenant_id "
+            "AND telemetry.device_id = change.device_id AND telemetry.ts = change.last_ts "
+            "ORDER BY change.device_id "
+            f"{ON_CONFLICT_MOVE_FORWARD}",
+            [orjson.dumps(records).decode()],
+        )
+
+
+def update_device_states_by_values(changes: Sequence[StateChange]) -> None:
+    rows = []
+    for change in changes:
         newest, positioned = change.newest, change.positioned
-        params += [
-            device_id,
-            newest.tenant_id,
-            db_datetime(newest.ts),
-            db_datetime(newest.received_at),
-            newest.data_json,
-            db_datetime(positioned.ts) if positioned else None,
-            positioned.latitude if positioned else None,
-            positioned.longitude if positioned else None,
-            change.count,
-            db_datetime(newest.received_at),
-        ]
-    sql = UPSERT_STATE.format(
-        values=", ".join([row_placeholder] * len(changes)), newer_position=NEWER_POSITION
-    )
+        rows.append(
+            (
+                newest.device_id,
+                newest.tenant_id,
+                db_datetime(newest.ts),
+                db_datetime(newest.received_at),
+                newest.data_json,
+                db_datetime(positioned.ts) if positioned else None,
+                positioned.latitude if positioned else None,
+                positioned.longitude if positioned else None,
+                change.count,
+                db_datetime(newest.received_at),
+            )
+        )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        for start in range(0, len(rows), STATE_CHUNK):
+            chunk = rows[start : start + STATE_CHUNK]
+            placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO device_state ({STATE_COLUMNS}) VALUES {placeholders} "
+                f"{ON_CONFLICT_MOVE_FORWARD}",
+                [value for row in chunk for value in row],
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from apps.telemetry import storage
@@ -262,3 +263,76 @@ class TestDeletion:
         device.tenant.delete()
 
         assert list(Telemetry.objects.values_list("device_id", flat=True)) == [foreign_device.pk]
+
+
+class TestLargeBatches:
+    """Batches big enough for PostgreSQL's COPY path (the same rules hold on SQLite)."""
+
+    def test_new_points_history_and_repeats_in_one_batch(self, device):
+        ingest_points([point(device, minute, {"first": minute}) for minute in range(100, 200)])
+
+        batch = [point(device, minute, {"again": minute}) for minute in range(150, 200)]  # repeats
+        batch += [point(device, minute, {"history": minute}) for minute in range(0, 50)]  # older
+        batch += [point(device, minute, {"new": minute}) for minute in range(200, 260)]  # newer
+        result = ingest_points(batch)
+
+        assert (result.stored, result.duplicates) == (110, 50)
+        assert Telemetry.objects.filter(device=device).count() == 210
+        assert Telemetry.objects.get(device=device, ts=T0 + timedelta(minutes=150)).data == {
+            "first": 150
+        }
+        state = DeviceState.objects.get(device=device)
+        assert state.last_data == {"new": 259}
+        assert state.point_count == 210
+
+    def test_a_repeat_the_state_does_not_know_about_is_still_caught(self, device):
+        ingest_points([point(device, minute) for minute in range(100)])
+        # As if another process had stored these points and not yet moved the state.
+        DeviceState.objects.filter(device=device).delete()
+
+        result = ingest_points([point(device, minute) for minute in range(50, 150)])
+
+        assert (result.stored, result.duplicates) == (50, 50)
+        assert Telemetry.objects.filter(device=device).count() == 150
+        assert DeviceState.objects.get(device=device).last_ts == T0 + timedelta(minutes=149)
+
+
+@pytest.mark.skipif(
+    connection.vendor == "sqlite",
+    reason="the in-memory SQLite test database locks whole tables between connections",
+)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_overlapping_batches_store_every_point_once(device, foreign_device):
+    import threading
+
+    devices = [device, foreign_device]
+    batches = [
+        [point(devices[n % 2], minute, {"from": n}) for minute in range(n * 40, n * 40 + 200)]
+        for n in range(6)
+    ]
+    results, errors = [], []
+
+    def send(batch):
+        try:
+            results.append(ingest_points(batch))
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    unique = {(p.device_id, p.ts) for batch in batches for p in batch}
+    assert sum(result.stored for result in results) == len(unique)
+    assert sum(r.stored + r.duplicates for r in results) == sum(len(b) for b in batches)
+    assert Telemetry.objects.count() == len(unique)
+    for each in devices:
+        state = DeviceState.objects.get(device=each)
+        stored = Telemetry.objects.filter(device=each)
+        assert state.point_count == stored.count()
+        assert state.last_ts == stored.order_by("-ts").first().ts
