@@ -22,4 +22,5 @@ RUN DJANGO_ENV=production SECRET_KEY=collectstatic-only-not-a-real-secret-000000
 
 USER fleet
 EXPOSE 8000 5072/tcp 5072/udp
-CMD ["gunicorn", "quantumfleet.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-"]
+# Workers, threads and the bind address come from gunicorn.conf.py and the environment.
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "quantumfleet.wsgi:application"]

@@ -42,7 +42,9 @@ class Environment(enum.StrEnum):
             ) from None
 
 
-def database_from_url(url: str, *, sqlite_path: Path) -> dict[str, Any]:
+def database_from_url(
+    url: str, *, sqlite_path: Path, health_checks: bool = False
+) -> dict[str, Any]:
     """Return a Django DATABASES entry for a ``DATABASE_URL``, or SQLite when it is empty.
 
     The seed's SQLAlchemy spelling ``postgresql+psycopg://`` is accepted next to
@@ -70,9 +72,11 @@ def database_from_url(url: str, *, sqlite_path: Path) -> dict[str, Any]:
         raise ImproperlyConfigured(
             "DATABASE_URL names no database. Use postgres://user:password@host:5432/name."
         )
-    # Persistent connections, checked before reuse so a restarted server is noticed.
+    # Persistent connections. Checking one before each request costs a round trip; without
+    # the check, the first request on a connection broken by a database restart fails
+    # (503) and the connection is replaced.
     config.setdefault("CONN_MAX_AGE", 60)
-    config["CONN_HEALTH_CHECKS"] = True
+    config["CONN_HEALTH_CHECKS"] = health_checks
     return config
 
 

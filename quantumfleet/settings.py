@@ -112,7 +112,13 @@ TEMPLATES = [
 
 # Database: no DATABASE_URL means the embedded SQLite file; a postgres:// URL means PostgreSQL.
 DATABASE_URL = env.str("DATABASE_URL", default="")
-DATABASES = {"default": database_from_url(DATABASE_URL, sqlite_path=BASE_DIR / "db.sqlite3")}
+DATABASES = {
+    "default": database_from_url(
+        DATABASE_URL,
+        sqlite_path=BASE_DIR / "db.sqlite3",
+        health_checks=env.bool("DB_CONN_HEALTH_CHECKS", default=False),
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

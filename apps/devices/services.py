@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.devices.models import Device
@@ -79,6 +80,31 @@ def find_device_by_token(token: str) -> Device | None:
     """The device, active or not, whose ingest token this is."""
     if not token:
         return None
-    return (
-        Device.objects.select_related("tenant").filter(token_hash=hash_device_token(token)).first()
-    )
+    return Device.objects.filter(token_hash=hash_device_token(token)).first()
+
+
+@dataclass(frozen=True)
+class IngestIdentity:
+    """What an ingest path needs to know of the device behind a token."""
+
+    device_id: int
+    tenant_id: int
+    is_active: bool
+
+
+def identify_ingest_token(token: str) -> IngestIdentity | None:
+    """The device of an ingest token, read with one indexed lookup and no ORM.
+
+    Every HTTP and MQTT message starts here; building an ORM query costs more than the
+    database's answer. Not cached, so that a rotated token or a deactivated device is
+    refused from the next message on.
+    """
+    if not token:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, tenant_id, is_active FROM devices WHERE token_hash = %s",
+            [hash_device_token(token)],
+        )
+        row = cursor.fetchone()
+    return IngestIdentity(*row) if row else None

@@ -6,11 +6,10 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from apps.telemetry.queries import PointRow, lookup
+from apps.telemetry.queries import PointRow, iso, lookup
 from apps.telemetry.services import position_of
 
 # Rows per chunk handed to the server: large enough to amortise, small enough to stream.
@@ -18,10 +17,6 @@ ROWS_PER_CHUNK = 500
 # Garmin's track point extension: the namespace GPX readers know for speed.
 TRACK_POINT_EXTENSION = "http://www.garmin.com/xmlschemas/TrackPointExtension/v2"
 KMH_PER_METRE_PER_SECOND = 3.6
-
-
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def csv_cell(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
@@ -46,6 +48,19 @@ class Telemetry(TenantOwnedModel):
         return f"device {self.device_id} at {self.ts.isoformat()}"
 
 
+class WholeJSONField(models.JSONField):
+    """A JSONField kept in a PostgreSQL json column, read and written whole.
+
+    json keeps the text as written, so a response can embed it without a conversion; psycopg
+    parses json columns itself, so values may arrive already decoded.
+    """
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if isinstance(value, (dict, list)):
+            return value
+        return super().from_db_value(value, expression, connection)
+
+
 class DeviceState(TenantOwnedModel):
     """The latest point of a device, kept in step with every ingest.
 
@@ -59,7 +74,9 @@ class DeviceState(TenantOwnedModel):
     )
     last_ts = models.DateTimeField(help_text="Device time of the newest point.")
     last_received_at = models.DateTimeField(help_text="Server time the newest point arrived.")
-    last_data = models.JSONField()
+    # json, not jsonb, on PostgreSQL (see the migration): the fleet view embeds a thousand
+    # of these per request, and jsonb would be converted back to text each time.
+    last_data = WholeJSONField()
     position_ts = models.DateTimeField(null=True, blank=True)
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import QuerySet
 
@@ -272,3 +273,103 @@ def aggregate_sql(query: PointQuery, aggregation: Aggregation) -> tuple[str, lis
     )
     params.append(query.limit)
     return sql, params
+
+
+def iso_sql(column: str) -> str:
+    """SQL rendering a timestamp as the API does: RFC 3339 in UTC, microseconds if any."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"CASE WHEN {column} IS NULL THEN NULL "
+        f"WHEN date_trunc('second', {column}) = {column} "
+        f"""THEN to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') """
+        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+    )
+
+
+LATEST_STATES_SQL = f"""
+SELECT coalesce(json_agg(json_build_object(
+    'device_id', devices.id,
+    'name', devices.name,
+    'external_id', devices.external_id,
+    'model', devices.model,
+    'is_active', devices.is_active,
+    'ts', {iso_sql("state.last_ts")},
+    'received_at', {iso_sql("state.last_received_at")},
+    'data', state.last_data,
+    'position', CASE WHEN state.position_ts IS NULL THEN NULL ELSE json_build_object(
+        'lat', state.latitude, 'lon', state.longitude, 'ts', {iso_sql("state.position_ts")})
+        END,
+    'point_count', coalesce(state.point_count, 0)
+) ORDER BY page.position), '[]')::text
+FROM unnest(%s::bigint[]) WITH ORDINALITY AS page(device_id, position)
+JOIN devices ON devices.id = page.device_id AND devices.tenant_id = %s
+LEFT JOIN device_state AS state ON state.device_id = devices.id
+"""
+
+
+def latest_states_json(tenant_id: int, device_ids: Sequence[int]) -> str:
+    """The fleet view of these devices, in this order, as a JSON array text.
+
+    PostgreSQL builds the text itself; elsewhere it is built here from the same columns.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(LATEST_STATES_SQL, [list(device_ids), tenant_id])
+            (text,) = cursor.fetchone()
+        return str(text)
+
+    from apps.devices.models import Device
+
+    rows = {
+        row["id"]: row
+        for row in Device.objects.for_tenant(tenant_id)
+        .filter(id__in=device_ids)
+        .values(*LATEST_STATE_COLUMNS)
+    }
+    body = [latest_state_body(rows[device_id]) for device_id in device_ids if device_id in rows]
+    return orjson.dumps(body).decode()
+
+
+LATEST_STATE_COLUMNS = (
+    "id",
+    "name",
+    "external_id",
+    "model",
+    "is_active",
+    "state__last_ts",
+    "state__last_received_at",
+    "state__last_data",
+    "state__position_ts",
+    "state__latitude",
+    "state__longitude",
+    "state__point_count",
+)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def latest_state_body(row: dict[str, Any]) -> dict[str, Any]:
+    last_ts, position_ts = row["state__last_ts"], row["state__position_ts"]
+    received_at = row["state__last_received_at"]
+    return {
+        "device_id": row["id"],
+        "name": row["name"],
+        "external_id": row["external_id"],
+        "model": row["model"],
+        "is_active": row["is_active"],
+        "ts": iso(last_ts) if last_ts else None,
+        "received_at": iso(received_at) if received_at else None,
+        "data": row["state__last_data"],
+        "position": (
+            {
+                "lat": row["state__latitude"],
+                "lon": row["state__longitude"],
+                "ts": iso(position_ts),
+            }
+            if position_ts
+            else None
+        ),
+        "point_count": row["state__point_count"] or 0,
+    }

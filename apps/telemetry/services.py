@@ -19,7 +19,6 @@ from typing import Any, TypeGuard
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from apps.devices.models import Device
@@ -81,13 +80,13 @@ def ingest_points(
     if not points:
         return result
 
+    # Validated as the storage consumes them, so that on PostgreSQL the database writes
+    # the first rows while the next ones are still being checked. The storage commits
+    # before it returns, or raises with nothing written.
     rows = valid_rows(points, received_at or timezone.now(), skip_invalid, result)
-    with transaction.atomic(durable=True):
-        # The rows are validated as the storage consumes them, so that on PostgreSQL the
-        # database writes the first rows while the next ones are still being checked.
-        result.stored = storage.write_rows(
-            rows, device_ids={point.device_id for point in points}, expected=len(points)
-        )
+    result.stored = storage.write_rows(
+        rows, device_ids={point.device_id for point in points}, expected=len(points)
+    )
     result.duplicates = len(points) - result.rejected - result.stored
     return result
 

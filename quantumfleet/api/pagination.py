@@ -18,6 +18,10 @@ class LinkHeaderPagination(LimitOffsetPagination):
     max_limit = 1000
 
     def get_paginated_response(self, data: Any) -> Response:
+        return Response(data, headers=self.page_headers())
+
+    def page_headers(self) -> dict[str, str]:
+        """The paging headers of the current page, for views that render their own body."""
         links = []
         next_url = self.get_next_link()
         previous_url = self.get_previous_link()
@@ -29,7 +33,7 @@ class LinkHeaderPagination(LimitOffsetPagination):
         headers = {"X-Total-Count": str(self.count)}
         if links:
             headers["Link"] = ", ".join(links)
-        return Response(data, headers=headers)
+        return headers
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         return schema

@@ -140,7 +140,7 @@ class TestDatabaseUrl:
             "s@cret",
         )
         assert (config["HOST"], int(config["PORT"])) == ("db.example.com", 5433)
-        assert config["CONN_HEALTH_CHECKS"] is True
+        assert config["CONN_HEALTH_CHECKS"] is False
 
     def test_query_options_reach_the_driver(self, tmp_path):
         config = database_from_url(

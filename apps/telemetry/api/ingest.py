@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from apps.devices.models import Device
+from apps.devices.services import IngestIdentity
 from apps.telemetry.services import InvalidPointError, Point, check_timestamp
 
 
@@ -75,7 +75,7 @@ def batch_points(items: list[Any], prefix: str) -> list[RawPoint]:
     return points
 
 
-def to_points(raw_points: list[RawPoint], device: Device, now: datetime) -> list[Point]:
+def to_points(raw_points: list[RawPoint], device: IngestIdentity, now: datetime) -> list[Point]:
     """Typed points for the ingest service, or a 400 naming the first bad field."""
     points = []
     for raw in raw_points:
@@ -86,7 +86,7 @@ def to_points(raw_points: list[RawPoint], device: Device, now: datetime) -> list
             raise serializers.ValidationError({f"{raw.path}ts": [error.message]}) from None
         if not isinstance(raw.data, dict):
             raise serializers.ValidationError({f"{raw.path}data": ["Must be a JSON object."]})
-        points.append(Point(device.tenant_id, device.pk, ts, raw.data))
+        points.append(Point(device.tenant_id, device.device_id, ts, raw.data))
     return points
 
 

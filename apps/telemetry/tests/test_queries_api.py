@@ -248,6 +248,17 @@ class TestLatest:
             "point_count": 0,
         }
 
+    def test_times_read_the_same_as_in_the_query_answer(self, client_for, tenant_a, device, store):
+        store(device, (0.0251, {"gps": {"lat": 1.5, "lon": 2.5}}))
+        client = client_for(tenant_a.viewer)
+
+        latest = client.get("/telemetry/latest").json()[0]
+        raw = client.get(f"/telemetry/query?device_id={device.pk}").json()[0]
+
+        assert latest["ts"] == raw["ts"] == "2025-01-01T12:00:01.506000Z"
+        assert latest["position"]["ts"] == raw["ts"]
+        assert latest["received_at"].endswith("Z")
+
     def test_it_filters_by_device(self, client_for, tenant_a, device, history):
         from apps.devices.services import create_device
 
