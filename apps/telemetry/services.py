@@ -96,9 +96,11 @@ def valid_rows(
 ) -> Iterator[storage.Row]:
     """The points as rows, each (device, ts) once; counts rejections in ``result``."""
     seen: set[tuple[int, datetime]] = set()
+    # Read once: a setting costs a lazy-object lookup, and this loop runs per point.
+    max_bytes = settings.TELEMETRY_MAX_POINT_BYTES
     for index, point in enumerate(points):
         try:
-            row = prepare_row(point, received_at, index)
+            row = prepare_row(point, received_at, index, max_bytes)
         except InvalidPointError as error:
             if not skip_invalid:
                 raise
@@ -113,28 +115,21 @@ def valid_rows(
             yield row
 
 
-def prepare_row(point: Point, received_at: datetime, index: int) -> storage.Row:
+def prepare_row(
+    point: Point, received_at: datetime, index: int, max_bytes: int
+) -> storage.Row:
     ts = check_timestamp(point.ts, received_at, index)
     if not isinstance(point.data, dict):
         raise InvalidPointError("data", "Must be a JSON object.", index)
     encoded = encode_data(point.data, index)
     if b"\\u0000" in encoded:
         raise InvalidPointError("data", "Strings must not contain NUL characters.", index)
-    if len(encoded) > settings.TELEMETRY_MAX_POINT_BYTES:
-        raise InvalidPointError(
-            "data", f"Larger than {settings.TELEMETRY_MAX_POINT_BYTES} bytes as JSON.", index
-        )
+    if len(encoded) > max_bytes:
+        raise InvalidPointError("data", f"Larger than {max_bytes} bytes as JSON.", index)
     text = encoded.decode()
     latitude, longitude = position_of(point.data)
     return storage.Row(
-        tenant_id=point.tenant_id,
-        device_id=point.device_id,
-        ts=ts,
-        received_at=received_at,
-        data=point.data,
-        data_json=text,
-        latitude=latitude,
-        longitude=longitude,
+        point.tenant_id, point.device_id, ts, received_at, point.data, text, latitude, longitude
     )
 
 
@@ -209,4 +204,5 @@ def position_of(data: dict[str, Any]) -> tuple[float | None, float | None]:
 
 def is_number(value: Any) -> TypeGuard[float]:
     """A finite JSON number (booleans are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    kind = type(value)
+    return kind is int or (kind is float and math.isfinite(value))
