@@ -115,9 +115,7 @@ def valid_rows(
             yield row
 
 
-def prepare_row(
-    point: Point, received_at: datetime, index: int, max_bytes: int
-) -> storage.Row:
+def prepare_row(point: Point, received_at: datetime, index: int, max_bytes: int) -> storage.Row:
     ts = check_timestamp(point.ts, received_at, index)
     if not isinstance(point.data, dict):
         raise InvalidPointError("data", "Must be a JSON object.", index)
