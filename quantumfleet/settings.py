@@ -170,6 +170,9 @@ TELEMETRY_QUERY_DEFAULT_LIMIT = env.int("TELEMETRY_QUERY_DEFAULT_LIMIT", default
 TELEMETRY_QUERY_MAX_LIMIT = env.int("TELEMETRY_QUERY_MAX_LIMIT", default=10_000)
 # Largest data object of one point, serialised as JSON.
 TELEMETRY_MAX_POINT_BYTES = env.int("TELEMETRY_MAX_POINT_BYTES", default=64 * 1024)
+# Write the points of concurrent HTTP requests together (PostgreSQL): each request is
+# still answered only after its own points are committed.
+TELEMETRY_BATCH_WRITES = env.bool("TELEMETRY_BATCH_WRITES", default=DJANGO_ENV != Environment.TEST)
 # Most points one HTTP request may carry.
 TELEMETRY_MAX_BATCH_POINTS = env.int("TELEMETRY_MAX_BATCH_POINTS", default=10_000)
 # Largest request body the API reads (413 above it).

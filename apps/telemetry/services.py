@@ -65,6 +65,8 @@ class IngestResult:
     duplicates: int = 0
     rejected: int = 0
     rejections: list[RejectedPoint] = field(default_factory=list)
+    # (device id, ts) of every point written, for callers that share out a batch.
+    stored_keys: set[tuple[int, datetime]] = field(default_factory=set, repr=False)
 
 
 def ingest_points(
@@ -84,9 +86,10 @@ def ingest_points(
     # the first rows while the next ones are still being checked. The storage commits
     # before it returns, or raises with nothing written.
     rows = valid_rows(points, received_at or timezone.now(), skip_invalid, result)
-    result.stored = storage.write_rows(
+    result.stored_keys = storage.write_rows(
         rows, device_ids={point.device_id for point in points}, expected=len(points)
     )
+    result.stored = len(result.stored_keys)
     result.duplicates = len(points) - result.rejected - result.stored
     return result
 

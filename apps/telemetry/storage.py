@@ -47,8 +47,11 @@ class Row(NamedTuple):
     longitude: float | None
 
 
-def write_rows(rows: Iterable[Row], *, device_ids: Collection[int], expected: int) -> int:
-    """Insert rows whose (device, ts) keys are unique among them; return how many were new.
+Key = tuple[int, datetime]
+
+
+def write_rows(rows: Iterable[Row], *, device_ids: Collection[int], expected: int) -> set[Key]:
+    """Insert rows whose (device, ts) keys are unique among them; return the new keys.
 
     Committed before it returns; a RuntimeError inside a caller's transaction, where
     "returned" would not mean "committed". ``device_ids`` covers every row's device and
@@ -64,7 +67,7 @@ def write_rows(rows: Iterable[Row], *, device_ids: Collection[int], expected: in
     with transaction.atomic(durable=True):
         inserted = copy_rows(rows, device_ids) if postgres else insert_rows(sort_by_key(rows))
         update_device_states(inserted)
-    return len(inserted)
+    return {(row.device_id, row.ts) for row in inserted}
 
 
 def refuse_open_transaction() -> None:
@@ -122,14 +125,14 @@ WITH incoming AS (
     FROM changes ORDER BY device_id
     {{on_conflict}}
 )
-SELECT count(*) FROM inserted
+SELECT device_id, ts FROM inserted
 """
 
 
-def insert_rows_in_one_statement(rows: Sequence[Row]) -> int:
+def insert_rows_in_one_statement(rows: Sequence[Row]) -> set[Key]:
     """PostgreSQL: insert a small batch and move the device states, atomically."""
     if not rows:
-        return 0
+        return set()
     records = [
         {
             "tenant_id": row.tenant_id,
@@ -144,8 +147,7 @@ def insert_rows_in_one_statement(rows: Sequence[Row]) -> int:
     ]
     with bound_cursor() as cursor:
         cursor.execute(ONE_STATEMENT_SQL, [orjson.dumps(records).decode()])
-        (stored,) = cursor.fetchone() or (0,)
-    return int(stored)
+        return set(cursor.fetchall())
 
 
 # --- SQLite -------------------------------------------------------------------------------

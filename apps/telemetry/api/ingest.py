@@ -9,8 +9,8 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from apps.devices.services import IngestIdentity
-from apps.telemetry.services import InvalidPointError, Point, check_timestamp
+from apps.telemetry.batching import Reading
+from apps.telemetry.services import InvalidPointError, check_timestamp
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def batch_points(items: list[Any], prefix: str) -> list[RawPoint]:
     return points
 
 
-def to_points(raw_points: list[RawPoint], device: IngestIdentity, now: datetime) -> list[Point]:
-    """Typed points for the ingest service, or a 400 naming the first bad field."""
-    points = []
+def to_readings(raw_points: list[RawPoint], now: datetime) -> list[Reading]:
+    """Typed readings for the ingest service, or a 400 naming the first bad field."""
+    readings = []
     for raw in raw_points:
         ts = now if raw.ts is None and raw.index is None else parse_timestamp(raw)
         try:
@@ -86,8 +86,8 @@ def to_points(raw_points: list[RawPoint], device: IngestIdentity, now: datetime)
             raise serializers.ValidationError({f"{raw.path}ts": [error.message]}) from None
         if not isinstance(raw.data, dict):
             raise serializers.ValidationError({f"{raw.path}data": ["Must be a JSON object."]})
-        points.append(Point(device.tenant_id, device.device_id, ts, raw.data))
-    return points
+        readings.append(Reading(ts, raw.data))
+    return readings
 
 
 def parse_timestamp(raw: RawPoint) -> datetime:

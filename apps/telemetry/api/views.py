@@ -21,9 +21,8 @@ from rest_framework.views import APIView
 
 from apps.devices.api.filtersets import DeviceFilterSet
 from apps.devices.models import Device
-from apps.devices.services import IngestIdentity, identify_ingest_token
 from apps.telemetry import exports, queries
-from apps.telemetry.api.ingest import parse_body, to_points
+from apps.telemetry.api.ingest import parse_body, to_readings
 from apps.telemetry.api.serializers import (
     BucketSerializer,
     IngestResultSerializer,
@@ -31,7 +30,8 @@ from apps.telemetry.api.serializers import (
     PointSerializer,
     TelemetryQuerySerializer,
 )
-from apps.telemetry.services import InvalidPointError, ingest_points
+from apps.telemetry.batching import Refusal, submit_readings
+from apps.telemetry.services import InvalidPointError
 from apps.tenants.models import Role
 from apps.tenants.scoping import TenantScopedViewMixin
 from quantumfleet.api.pagination import LinkHeaderPagination
@@ -143,30 +143,27 @@ class HttpIngestView(APIView):
     )
     def post(self, request: Request) -> Response:
         body = parse_body(request.data)
-        device = self.authenticate_device(body.token or device_token_from_header(request))
-        points = to_points(body.points, device, timezone.now())
+        token = body.token or device_token_from_header(request)
+        if not token:
+            raise DeviceTokenMissing()
+        readings = to_readings(body.points, timezone.now())
         try:
-            result = ingest_points(points)
+            outcome = submit_readings(token, readings)
         except InvalidPointError as error:
             path = body.points[error.index].path if error.index is not None else ""
             raise exceptions.ValidationError({f"{path}{error.field}": [error.message]}) from None
+
+        if outcome.refusal is Refusal.UNKNOWN_TOKEN:
+            logger.info("ingest.unknown_token", extra={"token_prefix": token[:4]})
+            raise DeviceTokenInvalid()
+        if outcome.refusal is Refusal.DEVICE_INACTIVE:
+            raise DeviceInactive()
         # A plain dict: the serializer only documents the shape, and building one per
         # request would cost more than the rest of the answer.
         return Response(
-            {"stored": result.stored, "duplicates": result.duplicates},
-            status=status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK,
+            {"stored": outcome.stored, "duplicates": outcome.duplicates},
+            status=status.HTTP_201_CREATED if outcome.stored else status.HTTP_200_OK,
         )
-
-    def authenticate_device(self, token: str | None) -> IngestIdentity:
-        if not token:
-            raise DeviceTokenMissing()
-        device = identify_ingest_token(token)
-        if device is None:
-            logger.info("ingest.unknown_token", extra={"token_prefix": token[:4]})
-            raise DeviceTokenInvalid()
-        if not device.is_active:
-            raise DeviceInactive()
-        return device
 
 
 class TelemetryQueryView(TenantScopedViewMixin[Device]):

@@ -1,0 +1,201 @@
+"""Writing the points of concurrent callers together, each answered after its own commit.
+
+A web worker runs many requests at once, and the MQTT consumer receives messages from
+many devices: stored one by one, each pays a statement and a commit of its own. Callers
+hand their device token and readings to ``IngestBatcher.submit``; a single writer thread
+takes whatever submissions are waiting, resolves their tokens with one query, writes all
+their points through the ingest service in one batch, and wakes each caller with its own
+counts once that batch is committed. A caller alone is written at once; under load the
+batches grow by themselves, with no timer to wait for.
+
+If a batch fails, each submission is written again on its own, so one bad submission
+cannot fail the others; a caller whose write failed gets the exception and must not
+acknowledge anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from apps.devices.services import devices_by_token_hash, hash_device_token
+from apps.telemetry.services import Point, ingest_points
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One point before its device is known: device time and data."""
+
+    ts: datetime
+    data: dict[str, Any]
+
+
+class Refusal(enum.StrEnum):
+    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105  (a reason, not a secret)
+    DEVICE_INACTIVE = "device_inactive"
+
+
+@dataclass
+class Outcome:
+    """What happened to one submission: its counts, or why its device was refused."""
+
+    stored: int = 0
+    duplicates: int = 0
+    refusal: Refusal | None = None
+    device_id: int | None = None
+
+
+@dataclass
+class Submission:
+    token: str
+    readings: Sequence[Reading]
+    outcome: Outcome = field(default_factory=Outcome)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def write_submissions(submissions: Sequence[Submission]) -> None:
+    """Resolve the tokens, write every accepted reading in one batch, share out the counts.
+
+    Raises when the batch could not be written; the outcomes are then not to be trusted.
+    """
+    devices = devices_by_token_hash({hash_device_token(s.token) for s in submissions})
+    points: list[Point] = []
+    owners: list[Submission] = []
+    for submission in submissions:
+        device = devices.get(hash_device_token(submission.token))
+        if device is None:
+            submission.outcome = Outcome(refusal=Refusal.UNKNOWN_TOKEN)
+            continue
+        device_id, tenant_id, is_active = device
+        if not is_active:
+            submission.outcome = Outcome(refusal=Refusal.DEVICE_INACTIVE, device_id=device_id)
+            continue
+        submission.outcome = Outcome(device_id=device_id)
+        for reading in submission.readings:
+            points.append(Point(tenant_id, device_id, reading.ts, reading.data))
+            owners.append(submission)
+    if not points:
+        return
+
+    stored_keys = ingest_points(points).stored_keys
+    # A point stored by this batch is counted once, for the first submission that sent it.
+    credited: set[tuple[int, datetime]] = set()
+    for point, owner in zip(points, owners, strict=True):
+        key = (point.device_id, point.ts)
+        if key in stored_keys and key not in credited:
+            credited.add(key)
+            owner.outcome.stored += 1
+        else:
+            owner.outcome.duplicates += 1
+
+
+class IngestBatcher:
+    """Collects submissions from any number of threads for one writer thread."""
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self._pending: list[Submission] = []
+        self._wakeup = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Write what is pending, then end the writer thread and close its connection."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
+
+    def submit(self, token: str, readings: Sequence[Reading]) -> Outcome:
+        """Store the readings of one device; returns once they are committed."""
+        submission = Submission(token, readings)
+        with self._wakeup:
+            if self._stopping:
+                raise RuntimeError("The ingest batcher is stopped.")
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_forever, name="ingest-batcher", daemon=True
+                )
+                self._writer.start()
+            self._pending.append(submission)
+            self._wakeup.notify()
+        submission.done.wait()
+        if submission.error is not None:
+            raise submission.error
+        return submission.outcome
+
+    def _take_batch(self) -> list[Submission]:
+        """The next submissions to write together; empty once stopped and drained."""
+        with self._wakeup:
+            while not self._pending and not self._stopping:
+                self._wakeup.wait()
+            batch: list[Submission] = []
+            points = 0
+            while self._pending and (not batch or points < self.max_points):
+                submission = self._pending.pop(0)
+                batch.append(submission)
+                points += len(submission.readings)
+            return batch
+
+    def _write_forever(self) -> None:
+        try:
+            while batch := self._take_batch():
+                self._write(batch)
+        finally:
+            connection.close()
+
+    def _write(self, batch: list[Submission]) -> None:
+        # A connection broken by a database restart is replaced before it is used.
+        close_old_connections()
+        try:
+            write_submissions(batch)
+        except Exception:
+            if len(batch) > 1:
+                logger.warning("ingest.batch_failed", extra={"submissions": len(batch)})
+            self._write_one_by_one(batch)
+        finally:
+            for submission in batch:
+                submission.done.set()
+
+    def _write_one_by_one(self, batch: Sequence[Submission]) -> None:
+        for submission in batch:
+            close_old_connections()
+            try:
+                write_submissions([submission])
+            except Exception as error:
+                submission.error = error
+
+
+_batcher: IngestBatcher | None = None
+_batcher_lock = threading.Lock()
+
+
+def submit_readings(token: str, readings: Sequence[Reading]) -> Outcome:
+    """Store one device's readings through the process's batcher, or inline.
+
+    Inline (a batch of one, in the caller's thread) on SQLite, which has one writer
+    anyway, and when TELEMETRY_BATCH_WRITES is off.
+    """
+    if connection.vendor != "postgresql" or not settings.TELEMETRY_BATCH_WRITES:
+        submission = Submission(token, readings)
+        write_submissions([submission])
+        return submission.outcome
+
+    global _batcher
+    with _batcher_lock:
+        if _batcher is None:
+            _batcher = IngestBatcher(max_points=settings.TELEMETRY_MAX_BATCH_POINTS)
+    return _batcher.submit(token, readings)
