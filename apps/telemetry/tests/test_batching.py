@@ -147,3 +147,25 @@ class TestWriterThread:
 
         with pytest.raises(RuntimeError):
             batcher.submit(DEVICE_TOKEN, readings(0))
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_http_ingest_is_written_by_the_writer_thread(anonymous, device, settings, monkeypatch):
+    settings.TELEMETRY_BATCH_WRITES = True
+    own_batcher = IngestBatcher(max_points=100)
+    monkeypatch.setattr(batching, "_batcher", own_batcher)
+    body = {"token": DEVICE_TOKEN, "ts": "2025-01-01T12:00:00Z", "data": {"speed": 3}}
+    try:
+        created = anonymous.post("/ingest/http", body, format="json")
+        repeated = anonymous.post("/ingest/http", body, format="json")
+        refused = anonymous.post("/ingest/http", {**body, "token": "x" * 20}, format="json")
+        writer = own_batcher._writer
+    finally:
+        own_batcher.stop()
+
+    assert (created.status_code, repeated.status_code, refused.status_code) == (201, 200, 401)
+    assert repeated.json() == {"stored": 0, "duplicates": 1}
+    assert writer is not None
+    assert writer is not threading.current_thread()
+    assert Telemetry.objects.get().data == {"speed": 3}
