@@ -9,7 +9,7 @@ bind = f"{os.environ.get('API_HOST', '0.0.0.0')}:{os.environ.get('API_PORT', '80
 # Threaded workers: an ingest request spends most of its time waiting for PostgreSQL to
 # flush its commit to disk. While one thread waits, others run, and PostgreSQL flushes the
 # commits of all waiting requests at once, so throughput grows with concurrency.
-worker_class = "gthread"
+worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("WEB_WORKERS", (os.cpu_count() or 1) + 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # Recycle workers now and then so that no slow leak can grow without bound.
