@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import connection
 from django.db.models import QuerySet
 
@@ -286,8 +287,7 @@ def iso_sql(column: str) -> str:
     )
 
 
-LATEST_STATES_SQL = f"""
-SELECT coalesce(json_agg(json_build_object(
+LATEST_STATE_JSON = f"""json_build_object(
     'device_id', devices.id,
     'name', devices.name,
     'external_id', devices.external_id,
@@ -300,34 +300,51 @@ SELECT coalesce(json_agg(json_build_object(
         'lat', state.latitude, 'lon', state.longitude, 'ts', {iso_sql("state.position_ts")})
         END,
     'point_count', coalesce(state.point_count, 0)
-) ORDER BY page.position), '[]')::text
-FROM unnest(%s::bigint[]) WITH ORDINALITY AS page(device_id, position)
-JOIN devices ON devices.id = page.device_id AND devices.tenant_id = %s
-LEFT JOIN device_state AS state ON state.device_id = devices.id
-"""
+)"""
 
 
-def latest_states_json(tenant_id: int, device_ids: Sequence[int]) -> str:
-    """The fleet view of these devices, in this order, as a JSON array text.
+def latest_states_page(devices: QuerySet[Any], limit: int, offset: int) -> tuple[int, bytes]:
+    """How many devices ``devices`` holds, and one page of their latest states as JSON.
 
-    PostgreSQL builds the text itself; elsewhere it is built here from the same columns.
+    ``devices`` is an ordered, tenant-scoped queryset. On PostgreSQL a single statement
+    counts, pages and writes the whole JSON answer; elsewhere the same answer is built here.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(LATEST_STATES_SQL, [list(device_ids), tenant_id])
-            (text,) = cursor.fetchone()
-        return str(text)
+    ids = devices.values_list("id", flat=True)
+    if connection.vendor != "postgresql":
+        page = list(ids[offset : offset + limit])
+        return ids.count(), latest_states_json_here(page)
 
+    page_sql, page_params = ids[offset : offset + limit].query.sql_with_params()
+    all_sql, all_params = ids.order_by().query.sql_with_params()
+    # ARRAY(…) keeps the order of the ordered page query; ORDINALITY numbers it.
+    sql = f"""
+        SELECT
+            (SELECT count(*) FROM ({all_sql}) AS matching),
+            convert_to(coalesce(
+                json_agg({LATEST_STATE_JSON} ORDER BY page.position), '[]'
+            )::text, 'UTF8')
+        FROM unnest(ARRAY({page_sql})) WITH ORDINALITY AS page(device_id, position)
+        JOIN devices ON devices.id = page.device_id
+        LEFT JOIN device_state AS state ON state.device_id = devices.id
+    """
+    # The answer as bytea in a binary result: the bytes of the response as they are, with
+    # no decoding to a Python string and encoding back (and no hex, as text results have).
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, [*all_params, *page_params], binary=True)
+        count, body = cursor.fetchone() or (0, b"[]")
+    return int(count), bytes(body)
+
+
+def latest_states_json_here(device_ids: Sequence[int]) -> bytes:
+    """The fleet view of these devices, in this order, built in Python (SQLite)."""
     from apps.devices.models import Device
 
     rows = {
         row["id"]: row
-        for row in Device.objects.for_tenant(tenant_id)
-        .filter(id__in=device_ids)
-        .values(*LATEST_STATE_COLUMNS)
+        for row in Device.objects.filter(id__in=device_ids).values(*LATEST_STATE_COLUMNS)
     }
-    body = [latest_state_body(rows[device_id]) for device_id in device_ids if device_id in rows]
-    return orjson.dumps(body).decode()
+    return orjson.dumps([latest_state_body(rows[device_id]) for device_id in device_ids])
 
 
 LATEST_STATE_COLUMNS = (

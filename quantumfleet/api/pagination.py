@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 
@@ -19,6 +20,18 @@ class LinkHeaderPagination(LimitOffsetPagination):
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(data, headers=self.page_headers())
+
+    def page_bounds(self, request: Request) -> tuple[int, int]:
+        """(limit, offset) asked for, for views that fetch the page themselves."""
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        return int(self.limit or self.default_limit or 0), self.offset
+
+    def headers_for_count(self, count: int) -> dict[str, str]:
+        """Paging headers once such a view knows how many items there are in all."""
+        self.count = count
+        return self.page_headers()
 
     def page_headers(self) -> dict[str, str]:
         """The paging headers of the current page, for views that render their own body."""

@@ -319,14 +319,15 @@ class LatestStateView(TenantScopedViewMixin[Device]):
 
     @extend_schema(responses=LatestStateSerializer(many=True))
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
-        ids = self.filter_queryset(self.get_queryset()).values_list("id", flat=True)
-        page = list(self.paginate_queryset(ids) or [])
-        # The whole answer is written by the database: a fleet of thousands of devices
-        # would otherwise cost Python a parse and a render of every device's data.
-        body = queries.latest_states_json(self.tenant.pk, page)
-        headers = (
-            self.paginator.page_headers()
-            if isinstance(self.paginator, LinkHeaderPagination)
-            else {}
+        paginator = self.paginator
+        assert isinstance(paginator, LinkHeaderPagination)
+        limit, offset = paginator.page_bounds(request)
+        # The database counts, pages and writes the whole answer in one statement: a fleet
+        # of thousands of devices would otherwise cost Python a parse and a render of
+        # every device's data.
+        count, body = queries.latest_states_page(
+            self.filter_queryset(self.get_queryset()), limit, offset
         )
-        return HttpResponse(body, content_type="application/json", headers=headers)
+        return HttpResponse(
+            body, content_type="application/json", headers=paginator.headers_for_count(count)
+        )

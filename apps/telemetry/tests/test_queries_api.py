@@ -259,6 +259,23 @@ class TestLatest:
         assert latest["position"]["ts"] == raw["ts"]
         assert latest["received_at"].endswith("Z")
 
+    def test_it_pages_and_orders_like_every_list(self, client_for, tenant_a, device, history):
+        from apps.devices.services import create_device
+
+        for name in ["Charlie", "Alpha", "Bravo"]:
+            create_device(tenant=tenant_a.tenant, name=name)
+        client = client_for(tenant_a.viewer)
+
+        first = client.get("/telemetry/latest?ordering=name&limit=2")
+        second = client.get("/telemetry/latest?ordering=name&limit=2&offset=2")
+
+        assert [row["name"] for row in first.json()] == ["Alpha", "Bravo"]
+        assert [row["name"] for row in second.json()] == ["Charlie", "Truck A"]
+        assert first["X-Total-Count"] == second["X-Total-Count"] == "4"
+        assert 'rel="next"' in first["Link"]
+        assert "offset=2" in first["Link"]
+        assert 'rel="next"' not in second["Link"]
+
     def test_it_filters_by_device(self, client_for, tenant_a, device, history):
         from apps.devices.services import create_device
 
