@@ -185,6 +185,20 @@ API_HOST = env.str("API_HOST", default="127.0.0.1")
 API_PORT = env.int("API_PORT", default=8000)
 TCP_BIND = env.str("TCP_BIND", default="0.0.0.0")
 TCP_PORT = env.int("TCP_PORT", default=5072)
+# The Teltonika daemon (runteltonika). See docs/configuration.md for each.
+TELTONIKA_UDP = env.bool("TELTONIKA_UDP", default=True)
+TELTONIKA_MAX_CONNECTIONS = env.int("TELTONIKA_MAX_CONNECTIONS", default=20_000)
+TELTONIKA_IDLE_TIMEOUT = env.float("TELTONIKA_IDLE_TIMEOUT", default=600.0)
+TELTONIKA_MAX_FRAME_BYTES = env.int("TELTONIKA_MAX_FRAME_BYTES", default=16_384)
+TELTONIKA_MAX_BAD_FRAMES = env.int("TELTONIKA_MAX_BAD_FRAMES", default=3)
+TELTONIKA_BATCH_MAX_RECORDS = env.int("TELTONIKA_BATCH_MAX_RECORDS", default=5_000)
+TELTONIKA_BATCH_MAX_DELAY_MS = env.float("TELTONIKA_BATCH_MAX_DELAY_MS", default=5.0)
+TELTONIKA_AUTO_REGISTER_TENANT = env.str("TELTONIKA_AUTO_REGISTER_TENANT", default="")
+TELTONIKA_METRICS_PORT = env.int("TELTONIKA_METRICS_PORT", default=0)
+TELTONIKA_COMMAND_POLL_SECONDS = env.float("TELTONIKA_COMMAND_POLL_SECONDS", default=1.0)
+# How long a sent command waits for the device's answer, and how long one waits to be sent.
+DEVICE_COMMAND_ANSWER_TIMEOUT = env.int("DEVICE_COMMAND_ANSWER_TIMEOUT", default=60)
+DEVICE_COMMAND_DEFAULT_TTL = env.int("DEVICE_COMMAND_DEFAULT_TTL", default=3600)
 EMQX_HOST = env.str("EMQX_HOST", default="127.0.0.1")
 EMQX_PORT = env.int("EMQX_PORT", default=1883)
 MQTT_USERNAME = env.str("MQTT_USERNAME", default="")
@@ -201,6 +215,10 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-maintenance": {
         "task": "telemetry.maintain_partitions",
         "schedule": timedelta(hours=env.int("TELEMETRY_MAINTENANCE_HOURS", default=6)),
+    },
+    "device-commands-expire": {
+        "task": "devices.expire_commands",
+        "schedule": timedelta(minutes=1),
     },
 }
 
@@ -264,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "apps.tenants.models.Role",
         "DeviceProtocolEnum": "apps.devices.models.DeviceProtocol",
+        "CommandStatusEnum": "apps.devices.models.CommandStatus",
+        "HealthStatusEnum": ["ok", "error"],
     },
     "APPEND_COMPONENTS": {
         "schemas": {

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from apps.accounts.models import User
 from apps.devices import services
-from apps.devices.models import Device
+from apps.devices.models import Device, DeviceCommand, DeviceSession
 
 
 @admin.register(Device)
@@ -79,3 +83,67 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
         response = TemplateResponse(request, "admin/devices/device/issued_tokens.html", context)
         add_never_cache_headers(response)
         return response
+
+
+@admin.register(DeviceCommand)
+class DeviceCommandAdmin(admin.ModelAdmin[DeviceCommand]):
+    """Commands to devices; queued from here or the API, sent by the Teltonika daemon."""
+
+    list_display = ["id", "device", "text", "status", "created_at", "sent_at", "answered_at"]
+    list_filter = ["status", "tenant"]
+    list_select_related = ["device"]
+    search_fields = ["text", "device__name", "device__external_id"]
+    raw_id_fields = ["device"]
+    fields = [
+        "device",
+        "text",
+        "expires_at",
+        "status",
+        "response",
+        "created_by",
+        "sent_at",
+        "answered_at",
+        "sent_by",
+    ]
+    readonly_fields = ["status", "response", "created_by", "sent_at", "answered_at", "sent_by"]
+    # Counting a large command history on every page is not worth its query.
+    show_full_result_count = False
+
+    def has_change_permission(self, request: HttpRequest, obj: DeviceCommand | None = None) -> bool:
+        # A command is history once queued: only new ones are made here.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        ttl = timedelta(seconds=settings.DEVICE_COMMAND_DEFAULT_TTL)
+        return {**super().get_changeform_initial_data(request), "expires_at": timezone.now() + ttl}
+
+    def save_model(self, request: HttpRequest, obj: DeviceCommand, form: Any, change: bool) -> None:
+        obj.tenant_id = obj.device.tenant_id
+        obj.created_by = request.user if isinstance(request.user, User) else None
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(DeviceSession)
+class DeviceSessionAdmin(admin.ModelAdmin[DeviceSession]):
+    """Connections of devices to the daemons, open and closed. Read only."""
+
+    list_display = [
+        "device",
+        "transport",
+        "peer",
+        "started_at",
+        "last_seen",
+        "ended_at",
+        "records",
+        "close_reason",
+    ]
+    list_filter = ["transport", "close_reason", "tenant"]
+    list_select_related = ["device"]
+    search_fields = ["device__name", "device__external_id", "peer"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DeviceSession | None = None) -> bool:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from apps.tenants.models import TenantOwnedModel
@@ -62,3 +63,87 @@ class Device(TenantOwnedModel):
     @property
     def masked_token(self) -> str:
         return f"{self.token_prefix}…"
+
+
+class CommandStatus(models.TextChoices):
+    """Where a command to a device stands."""
+
+    QUEUED = "queued", "Queued"
+    SENT = "sent", "Sent, waiting for the answer"
+    ANSWERED = "answered", "Answered"
+    TIMED_OUT = "timed_out", "Sent, never answered"
+    EXPIRED = "expired", "Expired before it could be sent"
+
+
+class DeviceCommand(TenantOwnedModel):
+    """A text command for a device (Teltonika Codec 12), and its answer.
+
+    The web process queues it; the daemon holding the device's connection claims it, sends
+    it once the device's records are acknowledged, and stores the answer.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="commands")
+    text = models.CharField(max_length=512)
+    status = models.CharField(
+        max_length=16, choices=CommandStatus.choices, default=CommandStatus.QUEUED
+    )
+    response = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(help_text="Never sent after this time.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    sent_by = models.CharField(
+        max_length=200, blank=True, help_text="The daemon (host and process) that sent it."
+    )
+
+    class Meta:
+        db_table = "device_commands"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "device", "created_at"], name="device_commands_list"),
+            # Daemons look for waiting commands every second; they are few at any time.
+            models.Index(
+                fields=["status", "device"],
+                name="device_commands_waiting",
+                condition=models.Q(status__in=["queued", "sent"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.text} → {self.device_id} ({self.status})"
+
+
+class DeviceSession(TenantOwnedModel):
+    """One connection of a device to a daemon, from handshake to close."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="sessions")
+    transport = models.CharField(max_length=32)
+    peer = models.CharField(max_length=64, blank=True, help_text="Remote address and port.")
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    records = models.PositiveBigIntegerField(default=0)
+    bytes_received = models.PositiveBigIntegerField(default=0)
+    close_reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        db_table = "device_sessions"
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "device", "started_at"], name="device_sessions_list"),
+            models.Index(
+                fields=["device"],
+                name="device_sessions_open",
+                condition=models.Q(ended_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.transport} {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

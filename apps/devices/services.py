@@ -6,12 +6,14 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.devices.models import Device
+from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -105,3 +107,132 @@ def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int,
             params,
         )
         return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
+
+
+# Commands to devices. The web process queues; the daemon holding the device's connection
+# claims, sends and records the answer. The database is the only channel between them, so
+# it works with the processes apart and with several daemons.
+
+
+def queue_command(
+    device: Device, text: str, *, created_by: Any = None, ttl: timedelta | None = None
+) -> DeviceCommand:
+    """Queue ``text`` for ``device``; it is never sent after ``ttl`` (default from settings)."""
+    ttl = ttl or timedelta(seconds=settings.DEVICE_COMMAND_DEFAULT_TTL)
+    command = DeviceCommand.objects.create(
+        tenant_id=device.tenant_id,
+        device=device,
+        text=text,
+        created_by=created_by,
+        expires_at=timezone.now() + ttl,
+    )
+    logger.info(
+        "device.command_queued",
+        extra={"device_id": device.pk, "command_id": command.pk, "tenant_id": device.tenant_id},
+    )
+    return command
+
+
+def devices_with_queued_commands(now: datetime | None = None) -> set[int]:
+    """Ids of devices that have a command waiting to be sent."""
+    now = now or timezone.now()
+    return set(
+        DeviceCommand.objects.filter(status=CommandStatus.QUEUED, expires_at__gt=now)
+        .values_list("device_id", flat=True)
+        .distinct()
+    )
+
+
+@transaction.atomic
+def claim_next_command(device_id: int, sender: str) -> DeviceCommand | None:
+    """Mark the device's oldest sendable command as sent by ``sender`` and return it.
+
+    Two daemons never claim the same command: the row is locked (PostgreSQL) or the
+    database is (SQLite) until the status changes.
+    """
+    now = timezone.now()
+    command = (
+        DeviceCommand.objects.select_for_update(skip_locked=True)
+        .filter(device_id=device_id, status=CommandStatus.QUEUED, expires_at__gt=now)
+        .order_by("created_at", "id")
+        .first()
+    )
+    if command is None:
+        return None
+    command.status = CommandStatus.SENT
+    command.sent_at = now
+    command.sent_by = sender[:200]
+    command.save(update_fields=["status", "sent_at", "sent_by"])
+    return command
+
+
+def record_command_answer(command_id: int, response: str) -> bool:
+    """Store the device's answer to a sent command; False if it was no longer waiting."""
+    updated = DeviceCommand.objects.filter(pk=command_id, status=CommandStatus.SENT).update(
+        status=CommandStatus.ANSWERED, response=response, answered_at=timezone.now()
+    )
+    return updated == 1
+
+
+def return_command_to_queue(command_id: int) -> None:
+    """Put back a claimed command that could not be written to the device."""
+    DeviceCommand.objects.filter(pk=command_id, status=CommandStatus.SENT).update(
+        status=CommandStatus.QUEUED, sent_at=None, sent_by=""
+    )
+
+
+def expire_commands(now: datetime | None = None) -> tuple[int, int]:
+    """Close commands nobody will send or answer any more: (expired, timed out)."""
+    now = now or timezone.now()
+    expired = DeviceCommand.objects.filter(status=CommandStatus.QUEUED, expires_at__lte=now).update(
+        status=CommandStatus.EXPIRED
+    )
+    answer_deadline = now - timedelta(seconds=settings.DEVICE_COMMAND_ANSWER_TIMEOUT)
+    timed_out = DeviceCommand.objects.filter(
+        status=CommandStatus.SENT, sent_at__lte=answer_deadline
+    ).update(status=CommandStatus.TIMED_OUT)
+    return expired, timed_out
+
+
+def time_out_command(command_id: int) -> None:
+    DeviceCommand.objects.filter(pk=command_id, status=CommandStatus.SENT).update(
+        status=CommandStatus.TIMED_OUT
+    )
+
+
+# Connections of devices to the daemons.
+
+
+@transaction.atomic
+def open_device_session(device_id: int, tenant_id: int, transport: str, peer: str) -> int:
+    """Open a session for a new connection, closing the device's older open ones."""
+    now = timezone.now()
+    DeviceSession.objects.filter(device_id=device_id, ended_at__isnull=True).update(
+        ended_at=now, close_reason="replaced"
+    )
+    session = DeviceSession.objects.create(
+        tenant_id=tenant_id,
+        device_id=device_id,
+        transport=transport,
+        peer=peer[:64],
+        started_at=now,
+        last_seen=now,
+    )
+    return session.pk
+
+
+def touch_device_session(session_id: int, records: int, bytes_received: int) -> None:
+    DeviceSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        last_seen=timezone.now(), records=records, bytes_received=bytes_received
+    )
+
+
+def close_device_session(session_id: int, records: int, bytes_received: int, reason: str) -> None:
+    now = timezone.now()
+    DeviceSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
+        last_seen=now,
+        ended_at=now,
+        records=records,
+        bytes_received=bytes_received,
+        close_reason=reason[:64],
+    )

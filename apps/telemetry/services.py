@@ -192,6 +192,9 @@ def position_of(data: dict[str, Any]) -> tuple[float | None, float | None]:
     """Latitude and longitude from ``data.gps`` (or top-level ``lat``/``lon``), if valid."""
     gps = data.get("gps")
     source = gps if isinstance(gps, dict) else data
+    # Trackers mark a position repeated from their last fix as not valid.
+    if source.get("valid") is False:
+        return None, None
     latitude, longitude = source.get("lat"), source.get("lon")
     if not (is_number(latitude) and is_number(longitude)):
         return None, None

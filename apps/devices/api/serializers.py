@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.devices.models import Device, DeviceProtocol
+from apps.devices.models import Device, DeviceCommand, DeviceProtocol
 from apps.devices.services import MINIMUM_IMPORTED_TOKEN_LENGTH, hash_device_token
 from quantumfleet.api.serializers import ReplaceOnPutMixin
 
@@ -84,3 +84,48 @@ class DeviceWithTokenSerializer(DeviceSerializer):
 
 def is_imei(value: str | None) -> bool:
     return bool(value) and len(value or "") == IMEI_LENGTH and (value or "").isdigit()
+
+
+MAX_COMMAND_TTL_SECONDS = 7 * 24 * 3600
+
+
+class DeviceCommandSerializer(serializers.ModelSerializer[DeviceCommand]):
+    """A command for a device and, once it answered, the answer."""
+
+    device_id = serializers.IntegerField(read_only=True)
+    created_by_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = DeviceCommand
+        fields = [
+            "id",
+            "device_id",
+            "text",
+            "status",
+            "response",
+            "created_by_id",
+            "created_at",
+            "expires_at",
+            "sent_at",
+            "answered_at",
+        ]
+        read_only_fields = [name for name in fields if name != "text"]
+
+
+class DeviceCommandCreateSerializer(serializers.Serializer[DeviceCommand]):
+    text = serializers.CharField(
+        max_length=512,
+        help_text="The device's SMS command without login and password, e.g. `getinfo`.",
+    )
+    ttl_seconds = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_COMMAND_TTL_SECONDS,
+        help_text="Seconds the command may wait for the device to connect; then it expires.",
+    )
+
+    def validate_text(self, value: str) -> str:
+        # Devices read commands as ASCII; anything else would arrive garbled or not at all.
+        if not value.isascii() or not value.isprintable():
+            raise serializers.ValidationError("Use printable ASCII characters only.")
+        return value

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,11 +16,14 @@ from rest_framework.serializers import BaseSerializer
 from apps.devices import services
 from apps.devices.api.filtersets import DeviceFilterSet
 from apps.devices.api.serializers import (
+    DeviceCommandCreateSerializer,
+    DeviceCommandSerializer,
     DeviceCreateSerializer,
     DeviceSerializer,
     DeviceWithTokenSerializer,
 )
-from apps.devices.models import Device
+from apps.devices.models import Device, DeviceCommand
+from apps.tenants.models import Role
 from apps.tenants.scoping import TenantScopedViewMixin
 
 
@@ -68,3 +73,49 @@ class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]
         device = self.get_object()
         token = services.rotate_device_token(device)
         return Response(DeviceWithTokenSerializer(device, context={"token": token}).data)
+
+
+class DeviceCommandViewSet(
+    TenantScopedViewMixin[DeviceCommand],
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[DeviceCommand],
+):
+    """Commands to one device, newest first. Managers and admins only."""
+
+    queryset = DeviceCommand.objects.all()
+    serializer_class = DeviceCommandSerializer
+    read_role = Role.MANAGER
+    ordering_fields = ["created_at", "id"]
+    ordering = ["-created_at", "-id"]
+    lookup_url_kwarg = "command_id"
+    lookup_value_regex = r"\d+"
+
+    def device(self) -> Device:
+        return get_object_or_404(self.scoped(Device.objects), pk=self.kwargs["device_id"])
+
+    def get_queryset(self) -> Any:
+        return super().get_queryset().filter(device=self.device())
+
+    @extend_schema(
+        request=DeviceCommandCreateSerializer,
+        responses={201: DeviceCommandSerializer},
+        summary="Queue a command for the device",
+        description=(
+            "The daemon holding the device's connection sends it once the device's records "
+            "are acknowledged, and stores the answer. A command not sent before it expires "
+            "is never sent; one sent but not answered in time is marked `timed_out`."
+        ),
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        device = self.device()
+        serializer = DeviceCommandCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ttl_seconds = serializer.validated_data.get("ttl_seconds")
+        command = services.queue_command(
+            device,
+            serializer.validated_data["text"],
+            created_by=request.user,
+            ttl=timedelta(seconds=ttl_seconds) if ttl_seconds else None,
+        )
+        return Response(DeviceCommandSerializer(command).data, status=status.HTTP_201_CREATED)

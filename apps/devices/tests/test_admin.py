@@ -86,3 +86,46 @@ def test_the_user_page_shows_their_tenant_roles_inline(operator, tenant_a):
     page = operator.get(f"/admin/accounts/user/{tenant_a.manager.pk}/change/").content.decode()
 
     assert tenant_a.tenant.name in page
+
+
+def test_an_operator_queues_a_command_in_the_admin(operator, tenant_a, superuser):
+    from apps.devices.models import CommandStatus, DeviceCommand
+
+    device, _ = services.create_device(tenant=tenant_a.tenant, name="Tracker")
+    form = operator.get("/admin/devices/devicecommand/add/")
+    expires_at = form.context["adminform"].form.initial["expires_at"]
+
+    response = operator.post(
+        "/admin/devices/devicecommand/add/",
+        {
+            "device": device.pk,
+            "text": "getinfo",
+            "expires_at_0": expires_at.strftime("%Y-%m-%d"),
+            "expires_at_1": expires_at.strftime("%H:%M:%S"),
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    command = DeviceCommand.objects.get()
+    assert (command.tenant_id, command.status, command.created_by) == (
+        tenant_a.tenant.pk,
+        CommandStatus.QUEUED,
+        superuser,
+    )
+    page = operator.get(f"/admin/devices/devicecommand/{command.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="text"' not in page.content.decode()
+
+
+def test_sessions_are_listed_and_read_only(operator, tenant_a):
+    device, _ = services.create_device(tenant=tenant_a.tenant, name="Tracker")
+    session_id = services.open_device_session(
+        device.pk, tenant_a.tenant.pk, "teltonika-tcp", "10.0.0.9:4100"
+    )
+
+    listing = operator.get("/admin/devices/devicesession/")
+
+    assert listing.status_code == 200
+    assert "10.0.0.9:4100" in listing.content.decode()
+    assert operator.get("/admin/devices/devicesession/add/").status_code == 403
+    assert session_id

@@ -16,6 +16,9 @@ FOREIGN_ROUTES = [
     ("patch", "/devices/{id}", {"name": "Hijacked"}),
     ("delete", "/devices/{id}", None),
     ("post", "/devices/{id}/rotate-token", None),
+    ("get", "/devices/{id}/commands", None),
+    ("post", "/devices/{id}/commands", {"text": "setdigout 1"}),
+    ("get", "/devices/{id}/commands/{command_id}", None),
 ]
 
 
@@ -33,9 +36,12 @@ def test_another_tenants_device_is_404_and_untouched(
     client_for, tenant_a, foreign_device, role, method, path, body
 ):
     before = Device.objects.values().get(pk=foreign_device.pk)
+    command = services.queue_command(foreign_device, "getinfo")
     client = client_for(tenant_a.member(role))
 
-    response = getattr(client, method)(path.format(id=foreign_device.pk), body, format="json")
+    response = getattr(client, method)(
+        path.format(id=foreign_device.pk, command_id=command.pk), body, format="json"
+    )
 
     # Viewers are refused writes before the lookup (403); nobody learns the device exists.
     assert (
@@ -43,6 +49,7 @@ def test_another_tenants_device_is_404_and_untouched(
     )
     assert "Bravo" not in response.content.decode()
     assert Device.objects.values().get(pk=foreign_device.pk) == before
+    assert list(foreign_device.commands.values_list("text", flat=True)) == ["getinfo"]
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -72,8 +79,9 @@ def test_naming_the_other_tenant_in_the_header_is_forbidden(
 
 @pytest.mark.parametrize(("method", "path", "body"), FOREIGN_ROUTES)
 def test_an_outsider_reaches_no_device(client_for, outsider, foreign_device, method, path, body):
+    command = services.queue_command(foreign_device, "getinfo")
     response = getattr(client_for(outsider), method)(
-        path.format(id=foreign_device.pk), body, format="json"
+        path.format(id=foreign_device.pk, command_id=command.pk), body, format="json"
     )
 
     assert response.status_code == 403
