@@ -173,6 +173,9 @@ TELEMETRY_MAX_POINT_BYTES = env.int("TELEMETRY_MAX_POINT_BYTES", default=64 * 10
 # Write the points of concurrent HTTP requests together (PostgreSQL): each request is
 # still answered only after its own points are committed.
 TELEMETRY_BATCH_WRITES = env.bool("TELEMETRY_BATCH_WRITES", default=DJANGO_ENV != Environment.TEST)
+# How long the writer of a web worker waits for requests already being read, so that
+# their points share its commit. A request alone is written at once.
+TELEMETRY_BATCH_GATHER_MS = env.float("TELEMETRY_BATCH_GATHER_MS", default=4.0)
 # Most points one HTTP request may carry.
 TELEMETRY_MAX_BATCH_POINTS = env.int("TELEMETRY_MAX_BATCH_POINTS", default=10_000)
 # Largest request body the API reads (413 above it).

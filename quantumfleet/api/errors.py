@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -41,6 +42,15 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     elif isinstance(exc, exceptions.APIException):
         response.data = api_error_body(exc)
     return response
+
+
+def error_response(exc: exceptions.APIException) -> HttpResponse:
+    """The error shape of ``json_exception_handler``, for views answering without DRF."""
+    if isinstance(exc, exceptions.ValidationError):
+        body = validation_error_body(exc.detail)
+    else:
+        body = api_error_body(exc)
+    return HttpResponse(orjson.dumps(body), status=exc.status_code, content_type="application/json")
 
 
 def validation_error_body(detail: Any) -> dict[str, Any]:

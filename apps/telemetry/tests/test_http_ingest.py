@@ -122,7 +122,7 @@ def test_the_answer_is_built_only_after_the_points_are_committed(anonymous, devi
     from apps.telemetry.api import views
 
     seen_by_another_connection = []
-    real_response = views.Response  # type: ignore[attr-defined]
+    real_response = views.HttpResponse  # type: ignore[attr-defined]
 
     def response_that_checks(*args, **kwargs):
         # What a second client of the database sees at the moment the answer is made.
@@ -135,7 +135,7 @@ def test_the_answer_is_built_only_after_the_points_are_committed(anonymous, devi
             other.close()
         return real_response(*args, **kwargs)
 
-    monkeypatch.setattr(views, "Response", response_that_checks)
+    monkeypatch.setattr(views, "HttpResponse", response_that_checks)
 
     response = post(anonymous, SEED_BODY)
 
