@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from apps.devices.services import devices_by_token_hash, hash_device_token
-from apps.telemetry.services import Point, ingest_points
+from apps.telemetry.services import Point, RejectedPoint, ingest_points
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class Outcome:
     duplicates: int = 0
     refusal: Refusal | None = None
     device_id: int | None = None
+    # With ``skip_invalid``: the points refused, indexed by their place in the readings.
+    rejections: list[RejectedPoint] = field(default_factory=list)
 
 
 @dataclass
@@ -70,14 +72,18 @@ class Submission:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def write_submissions(submissions: Sequence[Submission]) -> None:
+def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool = False) -> None:
     """Resolve the tokens, write every accepted reading in one batch, share out the counts.
 
     Raises when the batch could not be written; the outcomes are then not to be trusted.
+    With ``skip_invalid`` an invalid reading is listed in its submission's rejections and
+    the others are written, as ``ingest_points`` does.
     """
     devices = devices_by_token_hash({hash_device_token(s.token) for s in submissions})
     points: list[Point] = []
     owners: list[Submission] = []
+    # Where each submission's first point sits in the batch, to place its rejections.
+    starts: dict[int, int] = {}
     for submission in submissions:
         device = devices.get(hash_device_token(submission.token))
         if device is None:
@@ -88,16 +94,25 @@ def write_submissions(submissions: Sequence[Submission]) -> None:
             submission.outcome = Outcome(refusal=Refusal.DEVICE_INACTIVE, device_id=device_id)
             continue
         submission.outcome = Outcome(device_id=device_id)
+        starts[id(submission)] = len(points)
         for reading in submission.readings:
             points.append(Point(tenant_id, device_id, reading.ts, reading.data))
             owners.append(submission)
     if not points:
         return
 
-    stored_keys = ingest_points(points).stored_keys
+    result = ingest_points(points, skip_invalid=skip_invalid)
+    stored_keys = result.stored_keys
+    for rejection in result.rejections:
+        owner = owners[rejection.index]
+        place = rejection.index - starts[id(owner)]
+        owner.outcome.rejections.append(RejectedPoint(place, rejection.field, rejection.message))
+    rejected_at = {rejection.index for rejection in result.rejections}
     # A point stored by this batch is counted once, for the first submission that sent it.
     credited: set[tuple[int, datetime]] = set()
-    for point, owner in zip(points, owners, strict=True):
+    for index, (point, owner) in enumerate(zip(points, owners, strict=True)):
+        if index in rejected_at:
+            continue
         key = (point.device_id, point.ts)
         if key in stored_keys and key not in credited:
             credited.add(key)
