@@ -29,11 +29,18 @@ maintain: migrate
 demo: maintain
 	DJANGO_ENV=$${DJANGO_ENV:-development} $(BIN)/python manage.py bootstrap_demo
 
-## run: install, migrate, create the demo data, start the Teltonika daemon and the web server
+## run: install, migrate, create the demo data, start the daemons and the web server
 run: demo
 	@echo "Teltonika daemon on $${TCP_BIND:-0.0.0.0}:$${TCP_PORT:-5072} (TCP and UDP)"
 	$(BIN)/python manage.py runteltonika & daemon=$$!; \
-	trap 'kill $$daemon 2>/dev/null' EXIT INT TERM; \
+	mqtt=; \
+	if $(BIN)/python manage.py runmqtt --check; then \
+		echo "MQTT consumer on $${MQTT_TOPIC:-ingest/+}"; \
+		$(BIN)/python manage.py runmqtt & mqtt=$$!; \
+	else \
+		echo "MQTT consumer not started: no broker (start Mosquitto, or set EMQX_HOST/EMQX_PORT)"; \
+	fi; \
+	trap 'kill $$daemon $$mqtt 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## test: run the whole suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise)
