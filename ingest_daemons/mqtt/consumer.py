@@ -300,7 +300,8 @@ class MqttConsumer:
             options.host,
             options.port,
             keepalive=options.keepalive,
-            clean_start=False,
+            # MQTT 3.1.1 said it with clean_session when the client was made.
+            clean_start=False if options.is_v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=connect_properties(options, persistent=True),
         )
         self.client.loop_start()

@@ -233,3 +233,24 @@ def test_consumers_of_one_shared_subscription_split_the_stream(
     assert one.totals.messages > 0
     assert two.totals.messages > 0
     assert one.totals.duplicates + two.totals.duplicates == 0
+
+
+def test_with_mqtt_3_1_1_the_session_keeps_what_arrives_while_away(
+    start_consumer, publisher, mqtt_broker, mqtt_device
+):
+    first = start_consumer(protocol="3.1.1")
+    publisher.send(mqtt_broker.topic_of(MQTT_TOKEN), {"data": {"n": 0}, "ts": iso(T0)})
+    publisher.flush()
+    wait_until(lambda: first.totals.acknowledged == 1, what="one PUBACK")
+    first.stop()
+
+    for second in range(1, 4):
+        publisher.send(
+            mqtt_broker.topic_of(MQTT_TOKEN),
+            {"data": {"n": second}, "ts": iso(T0 + timedelta(seconds=second))},
+        )
+    publisher.flush()
+    again = start_consumer(protocol="3.1.1")
+
+    wait_until(lambda: stored_count(mqtt_device) == 4, what="the points sent while away")
+    wait_until(lambda: again.totals.acknowledged == 3, what="three PUBACKs")
