@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "apps.tenants",
     "apps.devices",
     "apps.telemetry",
+    "apps.dashboards",
+    "apps.audit",
     "ingest_daemons",
 ]
 
@@ -87,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.audit.middleware.RequestOriginMiddleware",
 ]
 
 ROOT_URLCONF = "quantumfleet.urls"
@@ -202,6 +205,9 @@ TELTONIKA_COMMAND_POLL_SECONDS = env.float("TELTONIKA_COMMAND_POLL_SECONDS", def
 # How long a sent command waits for the device's answer, and how long one waits to be sent.
 DEVICE_COMMAND_ANSWER_TIMEOUT = env.int("DEVICE_COMMAND_ANSWER_TIMEOUT", default=60)
 DEVICE_COMMAND_DEFAULT_TTL = env.int("DEVICE_COMMAND_DEFAULT_TTL", default=3600)
+# Seconds without a sign of life after which Celery beat closes a session ("timeout").
+DEVICE_SESSION_TIMEOUT = env.int("DEVICE_SESSION_TIMEOUT", default=1800)
+USER_SESSION_TIMEOUT = env.int("USER_SESSION_TIMEOUT", default=3600)
 EMQX_HOST = env.str("EMQX_HOST", default="127.0.0.1")
 EMQX_PORT = env.int("EMQX_PORT", default=1883)
 MQTT_USERNAME = env.str("MQTT_USERNAME", default="")
@@ -239,6 +245,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "device-commands-expire": {
         "task": "devices.expire_commands",
+        "schedule": timedelta(minutes=1),
+    },
+    "audit-close-stale-sessions": {
+        "task": "audit.close_stale_sessions",
         "schedule": timedelta(minutes=1),
     },
 }
@@ -328,6 +338,8 @@ SPECTACULAR_SETTINGS = {
         {"name": "tenants", "description": "Tenants and the roles of their users."},
         {"name": "devices", "description": "Devices of a tenant and their ingest tokens."},
         {"name": "telemetry", "description": "Ingest, queries, latest state and exports."},
+        {"name": "dashboards", "description": "Dashboards, their panels and saved queries."},
+        {"name": "audit", "description": "Audit events, device and user sessions."},
         {"name": "system", "description": "Health of the service."},
     ],
 }

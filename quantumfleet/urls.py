@@ -13,6 +13,8 @@ admin.site.index_title = "Fleet administration"
 urlpatterns = [
     # Devices post here more often than every other route together: first to be matched.
     path("", include("apps.telemetry.api.urls")),
+    path("", include("apps.dashboards.api.urls")),
+    path("", include("apps.audit.api.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -11,7 +11,9 @@ from django.db import transaction
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.accounts.models import User
+from apps.accounts.models import User, normalize_email_address
+from apps.audit.models import EventType
+from apps.audit.services import record_user_event_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,30 @@ def refresh_token_pair(raw_refresh_token: str) -> TokenPair:
 @transaction.atomic
 def revoke_refresh_token(raw_refresh_token: str) -> None:
     """Log out: the refresh token can no longer be used."""
-    parse_refresh_token(raw_refresh_token).blacklist()
+    refresh = parse_refresh_token(raw_refresh_token)
+    refresh.blacklist()
+    user_id = refresh.payload.get("user_id")
+    record_user_event_after_commit(
+        EventType.USER_LOGOUT, user_id=int(user_id) if user_id is not None else None
+    )
+
+
+def record_login(user: User) -> None:
+    """Audit a successful login (it opens the user's session in each of their tenants)."""
+    record_user_event_after_commit(EventType.USER_LOGIN, user_id=user.pk)
+
+
+def record_failed_login(login: str) -> None:
+    """Audit a refused login, under the user the email names if there is one.
+
+    The attempted email is kept so that guessing at unknown accounts shows too; the
+    password never is.
+    """
+    email = normalize_email_address(login)
+    user_id = User.objects.filter(email=email).values_list("pk", flat=True).first()
+    record_user_event_after_commit(
+        EventType.USER_LOGIN_FAILED, user_id=user_id, payload={"email": email[:254]}
+    )
 
 
 def parse_refresh_token(raw_refresh_token: str) -> RefreshToken:

@@ -67,7 +67,10 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
 
     @admin.action(description="Rotate the ingest token of the selected devices")
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse:
-        issued = [(device, services.rotate_device_token(device)) for device in queryset]
+        issued = [
+            (device, services.rotate_device_token(device, actor_id=request.user.pk))
+            for device in queryset
+        ]
         return self.render_issued_tokens(request, issued, "Ingest tokens rotated")
 
     def render_issued_tokens(

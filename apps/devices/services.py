@@ -11,8 +11,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from apps.audit.models import EventType
+from apps.audit.services import record_event_after_commit
 from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
 from apps.tenants.models import Tenant
 
@@ -39,29 +42,36 @@ def set_device_token(device: Device, token: str) -> None:
 
 
 @transaction.atomic
-def create_device(*, tenant: Tenant, token: str | None = None, **fields: Any) -> tuple[Device, str]:
+def create_device(
+    *, tenant: Tenant, token: str | None = None, actor_id: int | None = None, **fields: Any
+) -> tuple[Device, str]:
     """Create a device and return it with its ingest token, which is shown only now.
 
     ``token`` imports a token already configured in the hardware; by default one is made.
+    ``actor_id`` is the user who acts, for the audit trail.
     """
     token = token or generate_device_token()
     device = Device(tenant=tenant, **fields)
     set_device_token(device, token)
     device.save()
     logger.info("device.created", extra={"device_id": device.pk, "tenant_id": tenant.pk})
+    record_device_event(EventType.DEVICE_CREATED, device, actor_id)
     return device, token
 
 
 @transaction.atomic
-def update_device(device: Device, **changes: Any) -> Device:
+def update_device(device: Device, *, actor_id: int | None = None, **changes: Any) -> Device:
+    changed = sorted(field for field, value in changes.items() if getattr(device, field) != value)
     for field, value in changes.items():
         setattr(device, field, value)
     device.save()
+    if changed:
+        record_device_event(EventType.DEVICE_UPDATED, device, actor_id, fields=changed)
     return device
 
 
 @transaction.atomic
-def rotate_device_token(device: Device) -> str:
+def rotate_device_token(device: Device, *, actor_id: int | None = None) -> str:
     """Give the device a new token; the old one stops working at once."""
     token = generate_device_token()
     set_device_token(device, token)
@@ -69,13 +79,28 @@ def rotate_device_token(device: Device) -> str:
     logger.info(
         "device.token_rotated", extra={"device_id": device.pk, "tenant_id": device.tenant_id}
     )
+    record_device_event(EventType.DEVICE_TOKEN_ROTATED, device, actor_id)
     return token
 
 
 @transaction.atomic
-def delete_device(device: Device) -> None:
+def delete_device(device: Device, *, actor_id: int | None = None) -> None:
     logger.info("device.deleted", extra={"device_id": device.pk, "tenant_id": device.tenant_id})
+    record_device_event(EventType.DEVICE_DELETED, device, actor_id)
     device.delete()
+
+
+def record_device_event(
+    event_type: str, device: Device, actor_id: int | None, **payload: Any
+) -> None:
+    """Audit a change of the device once it is committed; never the token itself."""
+    record_event_after_commit(
+        event_type,
+        tenant_id=device.tenant_id,
+        user_id=actor_id,
+        device_id=device.pk,
+        payload={"name": device.name, "external_id": device.external_id, **payload},
+    )
 
 
 def find_device_by_token(token: str) -> Device | None:
@@ -235,4 +260,39 @@ def close_device_session(session_id: int, records: int, bytes_received: int, rea
         records=records,
         bytes_received=bytes_received,
         close_reason=reason[:64],
+    )
+
+
+# Sessions kept from audit events (POST /audit/events), which name a device, not a session.
+
+
+@transaction.atomic
+def refresh_device_session(device_id: int, tenant_id: int, transport: str, peer: str) -> int:
+    """Mark the device's open session as seen now, or open one if none is open."""
+    session_id = (
+        DeviceSession.objects.select_for_update()
+        .filter(device_id=device_id, ended_at__isnull=True)
+        .order_by("-started_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if session_id is None:
+        return open_device_session(device_id, tenant_id, transport, peer)
+    DeviceSession.objects.filter(pk=session_id).update(last_seen=timezone.now())
+    return session_id
+
+
+def end_device_sessions(device_id: int, reason: str) -> int:
+    """Close the device's open sessions; how many were open."""
+    now = timezone.now()
+    return DeviceSession.objects.filter(device_id=device_id, ended_at__isnull=True).update(
+        last_seen=now, ended_at=now, close_reason=reason[:64]
+    )
+
+
+def close_stale_device_sessions(idle: timedelta, now: datetime | None = None) -> int:
+    """Close sessions not seen for ``idle``; each ends when it was last seen."""
+    deadline = (now or timezone.now()) - idle
+    return DeviceSession.objects.filter(ended_at__isnull=True, last_seen__lt=deadline).update(
+        ended_at=F("last_seen"), close_reason="timeout"
     )

@@ -6,6 +6,8 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from apps.accounts.models import User
+from apps.audit.models import EventType
+from apps.audit.services import record_event_after_commit
 from apps.tenants.models import Role, Tenant, UserRole
 
 
@@ -35,24 +37,35 @@ def free_slug_for(name: str) -> str:
 
 
 @transaction.atomic
-def grant_role(*, tenant: Tenant, user: User, role: Role) -> tuple[UserRole, bool]:
+def grant_role(
+    *, tenant: Tenant, user: User, role: Role, actor_id: int | None = None
+) -> tuple[UserRole, bool]:
     """Give ``user`` exactly ``role`` in ``tenant``, replacing any role they held there.
 
-    Returns the membership and whether it is new.
+    Returns the membership and whether it is new. ``actor_id`` is who grants it, for the
+    audit trail.
     """
     membership = UserRole.objects.select_for_update().filter(tenant=tenant, user=user).first()
+    previous = membership.role if membership is not None else None
     if membership is None:
-        return UserRole.objects.create(tenant=tenant, user=user, role=role), True
-
-    if membership.role == Role.ADMIN and role != Role.ADMIN:
+        membership = UserRole.objects.create(tenant=tenant, user=user, role=role)
+    elif membership.role == Role.ADMIN and role != Role.ADMIN:
         ensure_another_admin(tenant, leaving=user)
-    membership.role = role
-    membership.save(update_fields=["role", "updated_at"])
-    return membership, False
+    if previous is not None:
+        membership.role = role
+        membership.save(update_fields=["role", "updated_at"])
+    if previous != role:
+        record_event_after_commit(
+            EventType.ROLE_GRANTED,
+            tenant_id=tenant.pk,
+            user_id=actor_id,
+            payload={"target_user_id": user.pk, "role": role.value, "previous_role": previous},
+        )
+    return membership, previous is None
 
 
 @transaction.atomic
-def revoke_role(*, tenant: Tenant, user: User, role: Role) -> None:
+def revoke_role(*, tenant: Tenant, user: User, role: Role, actor_id: int | None = None) -> None:
     """Remove ``user``'s membership in ``tenant`` if it carries ``role``."""
     membership = (
         UserRole.objects.select_for_update().filter(tenant=tenant, user=user, role=role).first()
@@ -62,6 +75,12 @@ def revoke_role(*, tenant: Tenant, user: User, role: Role) -> None:
     if role == Role.ADMIN:
         ensure_another_admin(tenant, leaving=user)
     membership.delete()
+    record_event_after_commit(
+        EventType.ROLE_REVOKED,
+        tenant_id=tenant.pk,
+        user_id=actor_id,
+        payload={"target_user_id": user.pk, "role": role.value},
+    )
 
 
 def ensure_another_admin(tenant: Tenant, *, leaving: User) -> None:

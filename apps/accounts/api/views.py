@@ -77,10 +77,12 @@ class LoginView(PublicAuthView):
         )
         if not isinstance(user, User):
             logger.info("user.login_failed")
+            services.record_failed_login(serializer.validated_data["login"])
             raise InvalidCredentials()
 
         pair = services.issue_token_pair(user)
         logger.info("user.login", extra={"user_id": user.pk})
+        services.record_login(user)
         return Response(TokenPairSerializer(asdict(pair)).data)
 
 

@@ -49,18 +49,20 @@ class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]
             data=request.data, context=self.get_serializer_context()
         )
         serializer.is_valid(raise_exception=True)
-        device, token = services.create_device(tenant=self.tenant, **serializer.validated_data)
+        device, token = services.create_device(
+            tenant=self.tenant, actor_id=request.user.pk, **serializer.validated_data
+        )
         body = DeviceWithTokenSerializer(device, context={"token": token}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer: BaseSerializer[Device]) -> None:
         assert serializer.instance is not None
         serializer.instance = services.update_device(
-            serializer.instance, **serializer.validated_data
+            serializer.instance, actor_id=self.request.user.pk, **serializer.validated_data
         )
 
     def perform_destroy(self, instance: Device) -> None:
-        services.delete_device(instance)
+        services.delete_device(instance, actor_id=self.request.user.pk)
 
     @extend_schema(
         request=None,
@@ -71,7 +73,7 @@ class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]
     @action(detail=True, methods=["post"], url_path="rotate-token")
     def rotate_token(self, request: Request, device_id: str) -> Response:
         device = self.get_object()
-        token = services.rotate_device_token(device)
+        token = services.rotate_device_token(device, actor_id=request.user.pk)
         return Response(DeviceWithTokenSerializer(device, context={"token": token}).data)
 
 

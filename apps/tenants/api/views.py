@@ -160,7 +160,9 @@ class UserRoleDetailView(TenantScopedViewMixin[UserRole], generics.GenericAPIVie
         wanted = role_from_path(role)
         user = self.target_user()
         try:
-            membership, created = services.grant_role(tenant=self.tenant, user=user, role=wanted)
+            membership, created = services.grant_role(
+                tenant=self.tenant, user=user, role=wanted, actor_id=request.user.pk
+            )
         except services.LastAdminError as error:
             raise LastAdminConflict(str(error)) from error
         return Response(
@@ -181,7 +183,9 @@ class UserRoleDetailView(TenantScopedViewMixin[UserRole], generics.GenericAPIVie
         wanted = role_from_path(role)
         user = self.target_user()
         try:
-            services.revoke_role(tenant=self.tenant, user=user, role=wanted)
+            services.revoke_role(
+                tenant=self.tenant, user=user, role=wanted, actor_id=request.user.pk
+            )
         except services.RoleNotHeldError as error:
             raise exceptions.NotFound(str(error), code="role_not_held") from error
         except services.LastAdminError as error:

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from apps.accounts.models import User
+from apps.dashboards import services as dashboard_services
 from apps.devices import services as device_services
 from apps.devices.models import Device, DeviceProtocol
 from apps.tenants import services as tenant_services
@@ -38,6 +39,10 @@ class Command(BaseCommand):
             )
             admin = self.ensure_admin(tenant)
             device = self.ensure_device(tenant)
+            if device.tenant_id == tenant.pk and dashboard_services.ensure_demo_dashboard(
+                tenant=tenant, device_id=device.pk
+            ):
+                self.stdout.write(f"Created dashboard {dashboard_services.DEMO_DASHBOARD_NAME}.")
 
         base = f"http://{display_host(settings.API_HOST)}:{settings.API_PORT}"
         self.stdout.write(
@@ -50,6 +55,7 @@ class Command(BaseCommand):
             + f"\n  Tenant       {tenant.name} (id {tenant.pk})"
             + f"\n  Device       {device.name} (id {device.pk}, IMEI {device.external_id},"
             + f" ingest token {settings.DEMO_DEVICE_TOKEN})"
+            + f"\n  Dashboards   {base}/tenants/{tenant.pk}/dashboards"
         )
 
     def ensure_admin(self, tenant: Tenant) -> User:
