@@ -30,6 +30,9 @@ def merged(serializer: serializers.ModelSerializer[Any], attrs: dict[str, Any], 
     instance = serializer.instance
     if field not in attrs:
         return getattr(instance, field) if instance is not None else {}
+    if attrs[field] is None:
+        # null clears the whole object, e.g. a panel's own query before it takes a saved one.
+        return {}
     if serializer.partial and instance is not None:
         return merge_patch(getattr(instance, field), attrs[field])
     return attrs[field]
@@ -71,8 +74,9 @@ class PanelSerializer(ReplaceOnPutMixin, serializers.ModelSerializer[Panel]):
     )
     query = serializers.JSONField(
         required=False,
+        allow_null=True,
         help_text='The panel\'s own query, e.g. {"devices": [1], "keys": ["gps.speed"], '
-        '"last": "24h", "interval": "5m", "agg": ["avg"]}.',
+        '"last": "24h", "interval": "5m", "agg": ["avg"]}; null clears it.',
     )
     x = serializers.IntegerField(min_value=0, max_value=1000, required=False)
     y = serializers.IntegerField(min_value=0, max_value=1000, required=False)

@@ -183,6 +183,21 @@ class TestPutAndPatch:
             {},
         )
 
+    def test_patch_swaps_the_panels_own_query_for_a_saved_one(
+        self, client_for, tenant_a, panel, saved_query
+    ):
+        url = panels_url(tenant_a, panel.dashboard, panel.pk)
+
+        response = client_for(tenant_a.manager).patch(
+            url, {"query": None, "saved_query_id": saved_query.pk}, format="json"
+        )
+
+        assert response.status_code == 200, response.json()
+        assert (response.json()["query"], response.json()["saved_query_id"]) == (
+            {},
+            saved_query.pk,
+        )
+
     def test_put_needs_the_panel_type(self, client_for, tenant_a, panel):
         url = panels_url(tenant_a, panel.dashboard, panel.pk)
 
