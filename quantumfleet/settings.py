@@ -7,6 +7,7 @@ refused at import time, so no process (web, worker, daemon) starts misconfigured
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "apps.tenants",
     "apps.devices",
     "apps.telemetry",
+    "apps.connectors",
     "apps.dashboards",
     "apps.audit",
     "ingest_daemons",
@@ -238,7 +240,37 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+# Without a broker, tasks run in the calling process (and always in tests): connectors work
+# on a fresh checkout, and `make run` says that is how they run.
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=not CELERY_BROKER_URL or DJANGO_ENV == Environment.TEST
+)
+
+# Connectors, webhooks, collector sources and rules. See docs/connectors.md for each.
+CONNECTOR_MAX_ATTEMPTS = env.int("CONNECTOR_MAX_ATTEMPTS", default=5)
+CONNECTOR_RETRY_BACKOFF_SECONDS = env.float("CONNECTOR_RETRY_BACKOFF_SECONDS", default=30.0)
+CONNECTOR_RETRY_BACKOFF_MAX_SECONDS = env.float(
+    "CONNECTOR_RETRY_BACKOFF_MAX_SECONDS", default=3600.0
+)
+CONNECTOR_ALLOWED_NETWORKS = env.list("CONNECTOR_ALLOWED_NETWORKS", default=[])
+for _network in CONNECTOR_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"CONNECTOR_ALLOWED_NETWORKS: {_network!r} is not an address or network such as "
+            "10.0.0.0/8; separate several with commas."
+        ) from None
+CONNECTOR_LOG_EXCERPT_CHARS = env.int("CONNECTOR_LOG_EXCERPT_CHARS", default=2000)
+CONNECTOR_MAX_RESPONSE_BYTES = env.int("CONNECTOR_MAX_RESPONSE_BYTES", default=1024 * 1024)
+CONNECTOR_POLL_TICK_SECONDS = env.int("CONNECTOR_POLL_TICK_SECONDS", default=10)
+CONNECTOR_RULES_CACHE_SECONDS = env.float("CONNECTOR_RULES_CACHE_SECONDS", default=10.0)
+
 CELERY_BEAT_SCHEDULE = {
+    "connectors-poll-collectors": {
+        "task": "connectors.poll_collectors",
+        "schedule": timedelta(seconds=CONNECTOR_POLL_TICK_SECONDS),
+    },
     "telemetry-maintenance": {
         "task": "telemetry.maintain_partitions",
         "schedule": timedelta(hours=env.int("TELEMETRY_MAINTENANCE_HOURS", default=6)),
@@ -338,6 +370,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "tenants", "description": "Tenants and the roles of their users."},
         {"name": "devices", "description": "Devices of a tenant and their ingest tokens."},
         {"name": "telemetry", "description": "Ingest, queries, latest state and exports."},
+        {"name": "connectors", "description": "Outbound connectors, webhooks, collectors, rules."},
         {"name": "dashboards", "description": "Dashboards, their panels and saved queries."},
         {"name": "audit", "description": "Audit events, device and user sessions."},
         {"name": "system", "description": "Health of the service."},

@@ -24,6 +24,7 @@ urlpatterns = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.tenants.api.urls")),
     path("", include("apps.devices.api.urls")),
+    path("", include("apps.connectors.api.urls")),
 ]
 
 handler400 = "quantumfleet.views.bad_request"

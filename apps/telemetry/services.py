@@ -19,6 +19,7 @@ from typing import Any, TypeGuard
 
 import orjson
 from django.conf import settings
+from django.dispatch import Signal
 from django.utils import timezone
 
 from apps.devices.models import Device
@@ -30,6 +31,12 @@ logger = logging.getLogger(__name__)
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 # Device clocks drift; a day ahead is a broken clock, not drift.
 LATEST_TS_AHEAD = timedelta(days=1)
+
+# Sent after a batch is written (committed, unless the caller holds a transaction open),
+# with ``points`` (the batch) and ``stored_keys`` (device id and ts of each point written).
+# Receivers run on the ingest path: they must be quick, and their errors are logged, never
+# raised to the transport.
+points_stored = Signal()
 
 
 class InvalidPointError(ValueError):
@@ -91,7 +98,21 @@ def ingest_points(
     )
     result.stored = len(result.stored_keys)
     result.duplicates = len(points) - result.rejected - result.stored
+    if result.stored and points_stored.receivers:
+        announce_stored(points, result.stored_keys)
     return result
+
+
+def announce_stored(points: Sequence[Point], stored_keys: set[tuple[int, datetime]]) -> None:
+    """Tell ``points_stored`` receivers about a written batch; a failing one is logged only."""
+    replies = points_stored.send_robust(sender=Point, points=points, stored_keys=stored_keys)
+    for receiver, reply in replies:
+        if isinstance(reply, Exception):
+            logger.error(
+                "ingest.after_store_failed",
+                exc_info=reply,
+                extra={"receiver": getattr(receiver, "__qualname__", str(receiver))},
+            )
 
 
 def valid_rows(
