@@ -46,11 +46,13 @@ def record_event(
     user_agent: str = "",
     payload: dict[str, Any] | None = None,
     ts: datetime | None = None,
+    apply_side_effect: bool = True,
 ) -> AuditEvent:
     """Store an event and apply its session side effect (see the module docstring).
 
     An event without a tenant, or without the device or user its side effect acts on, is
-    stored without side effect.
+    stored without side effect; so is one whose caller has already changed the session
+    itself (``apply_side_effect=False``), as the ingest daemons do.
     """
     event = AuditEvent.objects.create(
         tenant_id=tenant_id,
@@ -62,7 +64,7 @@ def record_event(
         user_agent=user_agent[:MAX_USER_AGENT],
         payload=payload or {},
     )
-    effect = SIDE_EFFECTS.get(event_type)
+    effect = SIDE_EFFECTS.get(event_type) if apply_side_effect else None
     if effect is not None and tenant_id is not None:
         effect(event)
     return event

@@ -15,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.models import EventType
-from apps.audit.services import record_event_after_commit
+from apps.audit.services import record_event, record_event_after_commit
 from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
 from apps.tenants.models import Tenant
 
@@ -244,6 +244,51 @@ def open_device_session(device_id: int, tenant_id: int, transport: str, peer: st
         last_seen=now,
     )
     return session.pk
+
+
+@transaction.atomic
+def connect_device(device_id: int, tenant_id: int, transport: str, peer: str) -> int:
+    """A daemon accepted the device: open its session and record ``device.connected``.
+
+    Returns the session's id, for ``disconnect_device``.
+    """
+    session_id = open_device_session(device_id, tenant_id, transport, peer)
+    record_event(
+        EventType.DEVICE_CONNECTED,
+        tenant_id=tenant_id,
+        device_id=device_id,
+        ip=peer_host(peer),
+        payload={"transport": transport, "peer": peer, "session_id": session_id},
+        apply_side_effect=False,
+    )
+    return session_id
+
+
+@transaction.atomic
+def disconnect_device(session_id: int, records: int, bytes_received: int, reason: str) -> None:
+    """A daemon's connection ended: close its session and record ``device.disconnected``."""
+    close_device_session(session_id, records, bytes_received, reason)
+    session = DeviceSession.objects.filter(pk=session_id).values("device_id", "tenant_id").first()
+    if session is None:
+        return
+    record_event(
+        EventType.DEVICE_DISCONNECTED,
+        tenant_id=session["tenant_id"],
+        device_id=session["device_id"],
+        payload={
+            "session_id": session_id,
+            "reason": reason,
+            "records": records,
+            "bytes_received": bytes_received,
+        },
+        apply_side_effect=False,
+    )
+
+
+def peer_host(peer: str) -> str | None:
+    """The address of a ``host:port`` peer (IPv6 in brackets or not), None if not one."""
+    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+    return host.strip("[]") or None
 
 
 def touch_device_session(session_id: int, records: int, bytes_received: int) -> None:

@@ -399,7 +399,7 @@ class TeltonikaServer:
         connection.device = device
         try:
             connection.session_id = await self.database.run(
-                devices.open_device_session,
+                devices.connect_device,
                 device.id,
                 device.tenant_id,
                 TRANSPORT_TCP,
@@ -602,7 +602,7 @@ class TeltonikaServer:
         if connection.session_id is not None:
             try:
                 await self.database.run(
-                    devices.close_device_session,
+                    devices.disconnect_device,
                     connection.session_id,
                     connection.records,
                     connection.bytes_received,

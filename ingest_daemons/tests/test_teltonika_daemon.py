@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection
 
+from apps.audit.models import AuditEvent
 from apps.devices import services as device_services
 from apps.devices.models import CommandStatus, DeviceCommand, DeviceProtocol, DeviceSession
 from apps.telemetry.models import DeviceState, Telemetry
@@ -389,6 +390,38 @@ class TestSessions:
         assert session.bytes_received == len(codec.encode_imei(IMEI)) + len(packet)
         assert session.close_reason == "closed_by_device"
         assert session.peer.startswith("127.0.0.1:")
+
+    def test_the_connection_is_in_the_audit_trail(self, plain_tracker, tracker_device):
+        tracker = plain_tracker()
+        tracker.handshake(IMEI)
+        tracker.send(frame(2))
+        tracker.ack()
+        tracker.close()
+
+        def events() -> list[AuditEvent]:
+            return list(
+                AuditEvent.objects.filter(
+                    device_id=tracker_device.pk,
+                    type__in=["device.connected", "device.disconnected"],
+                ).order_by("id")
+            )
+
+        assert wait_for(lambda: len(events()) == 2)
+        connected, disconnected = events()
+        session = DeviceSession.objects.get(device=tracker_device)
+        assert connected.type == "device.connected"
+        assert connected.tenant_id == tracker_device.tenant_id
+        assert connected.ip == "127.0.0.1"
+        assert connected.payload == {
+            "transport": "teltonika-tcp",
+            "peer": session.peer,
+            "session_id": session.pk,
+        }
+        assert disconnected.type == "device.disconnected"
+        assert disconnected.payload["reason"] == "closed_by_device"
+        assert disconnected.payload["records"] == 2
+        # The daemon keeps the session itself: the events open and close no other.
+        assert DeviceSession.objects.filter(device=tracker_device).count() == 1
 
 
 class TestAutoRegistration:
