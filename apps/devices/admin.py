@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from apps.accounts.models import User
+from apps.audit.models import EventType
 from apps.devices import services
 from apps.devices.models import Device, DeviceCommand, DeviceSession
 
@@ -58,6 +59,20 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
             # Kept on the request only, to show once in response_add; never stored.
             request.issued_device_tokens = [(obj, token)]  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
+        # The admin's forms change devices too: they belong in the same audit trail.
+        if not change:
+            services.record_device_event(EventType.DEVICE_CREATED, obj, request.user.pk)
+        elif form.changed_data:
+            services.record_device_event(
+                EventType.DEVICE_UPDATED, obj, request.user.pk, fields=sorted(form.changed_data)
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Device) -> None:
+        services.delete_device(obj, actor_id=request.user.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        for device in queryset:
+            services.delete_device(device, actor_id=request.user.pk)
 
     def response_add(self, request: HttpRequest, obj: Device, *args: Any) -> HttpResponse:
         issued = getattr(request, "issued_device_tokens", None)

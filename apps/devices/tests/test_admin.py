@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.devices import services
 from apps.devices.models import Device
 
@@ -129,3 +131,49 @@ def test_sessions_are_listed_and_read_only(operator, tenant_a):
     assert "10.0.0.9:4100" in listing.content.decode()
     assert operator.get("/admin/devices/devicesession/add/").status_code == 403
     assert session_id
+
+
+def device_events(device_id: int) -> list[tuple[str, int | None, dict[str, Any]]]:
+    return [
+        (event.type, event.user_id, event.payload)
+        for event in AuditEvent.objects.filter(device_id=device_id).order_by("id")
+    ]
+
+
+def test_changes_made_in_the_admin_are_in_the_audit_trail(
+    operator, superuser, tenant_a, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(
+            "/admin/devices/device/add/",
+            {
+                "tenant": tenant_a.tenant.pk,
+                "name": "Audited",
+                "protocol": "http",
+                "model": "",
+                "is_active": "on",
+            },
+        )
+    device = Device.objects.get(name="Audited")
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(
+            f"/admin/devices/device/{device.pk}/change/",
+            {
+                "tenant": tenant_a.tenant.pk,
+                "name": "Audited",
+                "protocol": "http",
+                "model": "FMC650",
+                "is_active": "on",
+            },
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        operator.post(f"/admin/devices/device/{device.pk}/delete/", {"post": "yes"})
+
+    assert not Device.objects.filter(pk=device.pk).exists()
+    events = device_events(device.pk)
+    assert [(kind, user) for kind, user, _ in events] == [
+        ("device.created", superuser.pk),
+        ("device.updated", superuser.pk),
+        ("device.deleted", superuser.pk),
+    ]
+    assert events[1][2]["fields"] == ["model"]
