@@ -29,7 +29,7 @@ maintain: migrate
 demo: maintain
 	DJANGO_ENV=$${DJANGO_ENV:-development} $(BIN)/python manage.py bootstrap_demo
 
-## run: install, migrate, create the demo data, start the daemons and the web server
+## run: install, migrate, create the demo data, start the daemons, Celery and the web server
 run: demo
 	@echo "Teltonika daemon on $${TCP_BIND:-0.0.0.0}:$${TCP_PORT:-5072} (TCP and UDP)"
 	$(BIN)/python manage.py runteltonika & daemon=$$!; \
@@ -40,7 +40,18 @@ run: demo
 	else \
 		echo "MQTT consumer not started: no broker (start Mosquitto, or set EMQX_HOST/EMQX_PORT)"; \
 	fi; \
-	trap 'kill $$daemon $$mqtt 2>/dev/null' EXIT INT TERM; \
+	celery=; \
+	if broker=$$($(BIN)/python manage.py checkbroker 2>/dev/null); then \
+		echo "Celery worker and beat on $$broker"; \
+		$(BIN)/celery -A quantumfleet worker -l INFO & celery=$$!; \
+		$(BIN)/celery -A quantumfleet beat -l INFO -s $(VENV)/celerybeat-schedule & \
+		celery="$$celery $$!"; \
+	else \
+		echo "Celery not started: no broker (set CELERY_BROKER_URL or REDIS_URL to a Redis);" \
+			"connector tasks run eagerly in the web process, collectors are not polled"; \
+		export CELERY_TASK_ALWAYS_EAGER=true; \
+	fi; \
+	trap 'kill $$daemon $$mqtt $$celery 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## test: run the whole suite (PostgreSQL when DATABASE_URL is set, SQLite otherwise)

@@ -85,7 +85,9 @@ def target() -> Iterator[Target]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="target", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="target", daemon=True
+    )
     thread.start()
     yield state
     server.shutdown()
