@@ -76,6 +76,16 @@ class ConnectorViewSet(TenantScopedViewMixin[Connector], viewsets.ModelViewSet[C
         body = ConnectorWithTokenSerializer(connector, context={"webhook_token": token}).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    # Set by perform_update when a connector becomes a webhook; a view serves one request.
+    issued_token: str | None = None
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().update(request, *args, **kwargs)
+        if self.issued_token:
+            # A connector that just became a webhook: its token is shown this once.
+            response.data["webhook_token"] = self.issued_token
+        return response
+
     def perform_update(self, serializer: BaseSerializer[Connector]) -> None:
         connector = serializer.instance
         assert connector is not None
@@ -83,7 +93,7 @@ class ConnectorViewSet(TenantScopedViewMixin[Connector], viewsets.ModelViewSet[C
         if not serializer.partial:
             # PUT replaces: what is left out returns to its default.
             fields = {"is_active": True, "config": {}, **fields}
-        serializer.instance, _ = call_service(
+        serializer.instance, self.issued_token = call_service(
             services.save_connector,
             self.tenant,
             instance=connector,

@@ -195,3 +195,14 @@ def test_changes_are_on_the_audit_trail_without_the_secret(
     ]
     assert all(event.user_id == tenant_a.manager.pk for event in events)
     assert OUTBOUND["secret"] not in str([event.payload for event in events])
+
+
+def test_a_connector_that_becomes_a_webhook_shows_its_new_token_once(client_for, tenant_a):
+    client = client_for(tenant_a.manager)
+    created = client.post("/connectors", OUTBOUND, format="json").json()
+    change = {"kind": "webhook", "config": {"mapping": {"device": "imei"}}}
+
+    changed = client.patch(f"/connectors/{created['id']}", change, format="json")
+
+    assert changed.status_code == 200
+    assert changed.json()["webhook_token"].startswith(changed.json()["webhook_token_prefix"])
