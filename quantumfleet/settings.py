@@ -346,6 +346,9 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "apps.tenants.models.Role",
         "DeviceProtocolEnum": "apps.devices.models.DeviceProtocol",
         "CommandStatusEnum": "apps.devices.models.CommandStatus",
+        "ConnectorKindEnum": "apps.connectors.models.ConnectorKind",
+        "ConnectorDirectionEnum": "apps.connectors.models.Direction",
+        "RuleOperatorEnum": "apps.connectors.models.RuleOperator",
         "HealthStatusEnum": ["ok", "error"],
     },
     "APPEND_COMPONENTS": {
