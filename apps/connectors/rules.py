@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 # tenant id -> (has active rules, monotonic time the answer expires)
 _rules_cache: dict[int, tuple[bool, float]] = {}
 _rules_cache_lock = threading.Lock()
+# After a failed enqueue, batches skip the broker until then instead of each waiting on it.
+_broker_down_until = 0.0
+_publishers = threading.local()
+PUBLISH_TIMEOUT_SECONDS = 0.5
 
 
 def tenants_with_rules(tenant_ids: Iterable[int]) -> set[int]:
@@ -104,12 +108,45 @@ def queue_rule_evaluation(
 def enqueue_evaluation(tenant_id: int, ranges: list[list[Any]]) -> None:
     from apps.connectors.tasks import evaluate_rules
 
-    try:
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:
+        return
+    if evaluate_rules.app.conf.task_always_eager:
         evaluate_rules.delay(tenant_id, ranges)
+        return
+    try:
+        evaluate_rules.apply_async((tenant_id, ranges), producer=publisher(), retry=False)
     except Exception:
-        # TODO: with the broker down these points are never evaluated, so an alert can be
-        # missed; a durable outbox row written with the batch would close that gap.
+        # TODO: points stored while the broker is down are never evaluated, so an alert
+        # can be missed; a durable outbox row written with the batch would close the gap.
+        _broker_down_until = time.monotonic() + settings.CONNECTOR_RULES_CACHE_SECONDS
+        drop_publisher()
         logger.exception("rules.enqueue_failed", extra={"tenant_id": tenant_id})
+
+
+def publisher() -> Any:
+    """This thread's producer for rule tasks, on a connection made to fail fast.
+
+    Celery's own connections retry for seconds when the broker does not answer; this one
+    tries once, briefly, because the thread waiting on it has just stored telemetry.
+    """
+    producer = getattr(_publishers, "producer", None)
+    if producer is None:
+        from quantumfleet.celery import app
+
+        connection = app.connection_for_write(
+            connect_timeout=PUBLISH_TIMEOUT_SECONDS, transport_options={"max_retries": 0}
+        )
+        producer = connection.Producer()
+        _publishers.producer = producer
+    return producer
+
+
+def drop_publisher() -> None:
+    producer = getattr(_publishers, "producer", None)
+    _publishers.producer = None
+    if producer is not None:
+        producer.connection.close()
 
 
 def evaluate(tenant_id: int, ranges: list[list[Any]]) -> int:

@@ -163,3 +163,36 @@ def test_a_failing_receiver_never_fails_ingest(tenant_a, device):
         points_stored.disconnect(dispatch_uid="test-broken-receiver")
 
     assert result.stored == 1
+
+
+def test_with_the_broker_down_ingest_goes_on_and_stops_trying_for_a_while(
+    client_for, tenant_a, device, target, django_capture_on_commit_callbacks
+):
+    from apps.connectors import rules
+    from quantumfleet.celery import app
+
+    connector = make_outbound(tenant_a.tenant, target.url("/x"))
+    add_rule(client_for(tenant_a.manager), connector, path="speed", operator="gt", value=1)
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+    # A port nothing listens on: the broker refuses at once.
+    app.conf.update(broker_url="redis://127.0.0.1:1/0", task_always_eager=False)
+    app._after_fork()  # type: ignore[attr-defined]  # not in the type stubs
+    started = time.perf_counter()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            first = store(device, (0, {"speed": 5}))
+        skipped_until = rules._broker_down_until
+        with django_capture_on_commit_callbacks(execute=True):
+            second = store(device, (1, {"speed": 6}))
+        elapsed = time.perf_counter() - started
+    finally:
+        app.conf.update(saved)
+        app._after_fork()  # type: ignore[attr-defined]
+        rules._broker_down_until = 0.0
+        rules.drop_publisher()
+
+    assert (first.stored, second.stored) == (1, 1)
+    assert skipped_until > time.monotonic()
+    assert target.received == []
+    # One quick refused attempt, then none: the second batch did not wait on the broker.
+    assert elapsed < 2
