@@ -133,6 +133,10 @@ class ConnectorLog(TenantOwnedModel):
     headers and signatures are masked before they are written.
     """
 
+    # TODO: no retention yet: rows stay until their connector is deleted, so a busy webhook
+    # adds a row per call for ever; a periodic task that deletes rows older than a setting
+    # is the intended fix.
+
     connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="logs")
     call = models.ForeignKey(
         ConnectorCall, on_delete=models.CASCADE, null=True, blank=True, related_name="logs"
