@@ -80,7 +80,7 @@ def publisher_main(args: argparse.Namespace) -> int:
     answer("ready")
     sys.stdin.readline()
     started = time.perf_counter()
-    infos = []
+    infos: list[mqtt.MQTTMessageInfo] = []
     for number, (topic, payload) in enumerate(payloads):
         # Packet ids wrap at 65,535: a message still queued under an id that comes round
         # again would be refused, so the queue is kept well below that.
