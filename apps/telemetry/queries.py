@@ -7,7 +7,7 @@ import binascii
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +20,8 @@ from apps.telemetry.models import Telemetry
 AGGREGATES = ("avg", "min", "max", "sum", "count", "first", "last")
 INTERVAL_PATTERN = re.compile(r"^(\d{1,4})([smhd])$")
 INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The span a newest-first read asks for before it reads further back (see newest_first).
+RECENT_WINDOW = timedelta(days=31)
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
@@ -149,10 +151,33 @@ def read_points(query: PointQuery, cursor: str | None = None) -> Page:
             queryset.filter(ts__gt=after) if query.order == "asc" else queryset.filter(ts__lt=after)
         )
 
-    fetched = list(queryset.values_list("ts", "data")[: query.limit + 1])
+    wanted = query.limit + 1
+    if query.order == "desc" and query.time_range.start is None:
+        fetched = newest_first(queryset, wanted)
+    else:
+        fetched = list(queryset.values_list("ts", "data")[:wanted])
     rows = [PointRow(ts, data) for ts, data in fetched[: query.limit]]
     next_cursor = encode_cursor(query.order, rows[-1].ts) if len(fetched) > query.limit else None
     return Page(rows, next_cursor)
+
+
+def newest_first(queryset: QuerySet[Telemetry], wanted: int) -> list[tuple[datetime, Any]]:
+    """The newest ``wanted`` points of a query with no lower time bound, recent ones first.
+
+    Without a lower bound, PostgreSQL opens an index scan on every partition of the table,
+    and plans for all of them: a cost that grows with the months of history kept. A
+    device's newest points are nearly always in its last weeks, so those are asked for
+    first, with a bound that lets the planner leave the older partitions out; only when
+    they hold too few points is the rest read, older than that bound.
+    """
+    if connection.vendor != "postgresql":
+        return list(queryset.values_list("ts", "data")[:wanted])
+    recent_since = datetime.now(UTC) - RECENT_WINDOW
+    fetched = list(queryset.filter(ts__gte=recent_since).values_list("ts", "data")[:wanted])
+    if len(fetched) < wanted:
+        older = queryset.filter(ts__lt=recent_since).values_list("ts", "data")
+        fetched += list(older[: wanted - len(fetched)])
+    return fetched
 
 
 def iterate_points(query: PointQuery) -> Iterator[PointRow]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import statistics
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from apps.telemetry.services import Point, ingest_points
 from apps.tenants.models import Role
 
 from .conftest import T0
@@ -106,6 +107,31 @@ class TestRawQuery:
                 assert response["X-Next-Cursor"] in url
 
         assert seen == [iso(n) for n in reversed(range(10))]
+
+    def test_newest_points_come_whole_across_the_recent_window(self, client_for, tenant_a, device):
+        # Points of the last days and of months ago: a newest-first page reads the recent
+        # weeks first and goes further back only for what they lack.
+        now = datetime.now(UTC).replace(microsecond=0)
+        ages = [timedelta(days=days) for days in (90, 45, 32, 30, 2)] + [timedelta(hours=1)]
+        ingest_points(
+            [
+                Point(device.tenant_id, device.pk, now - age, {"age_s": age.total_seconds()})
+                for age in ages
+            ]
+        )
+        client = client_for(tenant_a.viewer)
+        seen: list[float] = []
+        url: str | None = f"/telemetry/query?device_id={device.pk}&limit=4"
+
+        while url:
+            response = client.get(url)
+            seen += [row["data"]["age_s"] for row in response.json()]
+            link = response.headers.get("Link")
+            url = link[link.index("<") + 1 : link.index(">")] if link else None
+
+        assert seen == sorted(age.total_seconds() for age in ages)
+        newest = client.get(f"/telemetry/query?device_id={device.pk}&limit=3").json()
+        assert [row["data"]["age_s"] for row in newest] == [3600, 2 * 86400, 30 * 86400]
 
     def test_a_cursor_from_the_other_order_is_refused(self, client_for, tenant_a, device, history):
         client = client_for(tenant_a.viewer)
