@@ -125,12 +125,11 @@ def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int,
         condition, params = "token_hash = ANY(%s::text[])", ["{" + ",".join(hashes) + "}"]
     else:
         condition, params = f"token_hash IN ({', '.join(['%s'] * len(hashes))})", hashes
+    # The condition is one of the two written above; the digests are bound parameters.
+    columns = "token_hash, id, tenant_id, is_active"
+    sql = f"SELECT {columns} FROM devices WHERE {condition}"  # noqa: S608
     with connection.cursor() as cursor:
-        # The condition is one of the two written above; the digests are bound parameters.
-        cursor.execute(
-            f"SELECT token_hash, id, tenant_id, is_active FROM devices WHERE {condition}",  # noqa: S608
-            params,
-        )
+        cursor.execute(sql, params)
         return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
 
 
@@ -265,16 +264,21 @@ def connect_device(device_id: int, tenant_id: int, transport: str, peer: str) ->
 
 
 @transaction.atomic
-def disconnect_device(session_id: int, records: int, bytes_received: int, reason: str) -> None:
+def disconnect_device(
+    device_id: int,
+    tenant_id: int,
+    session_id: int,
+    *,
+    records: int,
+    bytes_received: int,
+    reason: str,
+) -> None:
     """A daemon's connection ended: close its session and record ``device.disconnected``."""
     close_device_session(session_id, records, bytes_received, reason)
-    session = DeviceSession.objects.filter(pk=session_id).values("device_id", "tenant_id").first()
-    if session is None:
-        return
     record_event(
         EventType.DEVICE_DISCONNECTED,
-        tenant_id=session["tenant_id"],
-        device_id=session["device_id"],
+        tenant_id=tenant_id,
+        device_id=device_id,
         payload={
             "session_id": session_id,
             "reason": reason,

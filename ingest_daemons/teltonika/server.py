@@ -19,6 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 from django.conf import settings
@@ -602,11 +603,15 @@ class TeltonikaServer:
         if connection.session_id is not None:
             try:
                 await self.database.run(
-                    devices.disconnect_device,
-                    connection.session_id,
-                    connection.records,
-                    connection.bytes_received,
-                    connection.close_reason or "closed",
+                    partial(
+                        devices.disconnect_device,
+                        device.id,
+                        device.tenant_id,
+                        connection.session_id,
+                        records=connection.records,
+                        bytes_received=connection.bytes_received,
+                        reason=connection.close_reason or "closed",
+                    )
                 )
             except Exception:
                 logger.exception(

@@ -28,7 +28,10 @@ class Migration(migrations.Migration):
                     models.JSONField(
                         blank=True,
                         default=dict,
-                        help_text="Options of the page for the client that draws it (columns, refresh, theme).",
+                        help_text=(
+                            "Options of the page for the client that draws it "
+                            "(columns, refresh, theme)."
+                        ),
                     ),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
