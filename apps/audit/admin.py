@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.audit.models import AuditEvent, UserSession
+from apps.tenants.admin_scoping import TenantScopedAdminMixin
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+class AuditEventAdmin(TenantScopedAdminMixin, admin.ModelAdmin[AuditEvent]):
     """The audit trail of every tenant. Read only: events are never added, changed or
     removed here. Search by device name or user email; filter by type and tenant."""
 
@@ -30,7 +31,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
 
 @admin.register(UserSession)
-class UserSessionAdmin(admin.ModelAdmin[UserSession]):
+class UserSessionAdmin(TenantScopedAdminMixin, admin.ModelAdmin[UserSession]):
     """Sessions of users in tenants, open and closed. Read only."""
 
     list_display = ["user", "tenant", "started_at", "last_seen", "ended_at", "ip", "close_reason"]

@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from apps.connectors import services
 from apps.connectors.configs import ConfigError, validate_config
 from apps.connectors.models import CallStatus, Connector, ConnectorCall, ConnectorLog, Rule
+from apps.tenants.admin_scoping import TenantScopedAdminMixin
 
 
 class ConnectorForm(forms.ModelForm[Connector]):
@@ -45,7 +46,7 @@ class ConnectorForm(forms.ModelForm[Connector]):
 
 
 @admin.register(Connector)
-class ConnectorAdmin(admin.ModelAdmin[Connector]):
+class ConnectorAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Connector]):
     form = ConnectorForm
     list_display = ["name", "tenant", "kind", "is_active", "masked_secret", "last_polled_at"]
     list_filter = ["kind", "is_active", "tenant"]
@@ -75,7 +76,7 @@ class ConnectorAdmin(admin.ModelAdmin[Connector]):
 
 
 @admin.register(ConnectorCall)
-class ConnectorCallAdmin(admin.ModelAdmin[ConnectorCall]):
+class ConnectorCallAdmin(TenantScopedAdminMixin, admin.ModelAdmin[ConnectorCall]):
     list_display = ["id", "connector", "status", "attempts", "created_at", "finished_at"]
     list_filter = ["status", "tenant"]
     list_select_related = ["connector"]
@@ -109,7 +110,7 @@ class ConnectorCallAdmin(admin.ModelAdmin[ConnectorCall]):
 
 
 @admin.register(ConnectorLog)
-class ConnectorLogAdmin(admin.ModelAdmin[ConnectorLog]):
+class ConnectorLogAdmin(TenantScopedAdminMixin, admin.ModelAdmin[ConnectorLog]):
     """Every attempt, webhook and poll. Read only; excerpts have their secrets masked."""
 
     list_display = [
@@ -135,7 +136,7 @@ class ConnectorLogAdmin(admin.ModelAdmin[ConnectorLog]):
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin[Rule]):
+class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Rule]):
     list_display = ["name", "tenant", "connector", "path", "operator", "value", "cooldown_seconds"]
     list_filter = ["operator", "is_active", "tenant"]
     list_select_related = ["tenant", "connector"]

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from apps.dashboards.configs import ConfigError, check_panel_config, parse_query
 from apps.dashboards.models import Dashboard, Panel, SavedQuery
+from apps.tenants.admin_scoping import TenantScopedAdminMixin, TenantScopedInlineMixin
 
 
 class PanelForm(forms.ModelForm[Panel]):
@@ -40,7 +41,7 @@ class PanelForm(forms.ModelForm[Panel]):
         return cleaned
 
 
-class PanelInline(admin.StackedInline[Panel, Dashboard]):
+class PanelInline(TenantScopedInlineMixin, admin.StackedInline[Panel, Dashboard]):
     model = Panel
     form = PanelForm
     extra = 0
@@ -49,7 +50,7 @@ class PanelInline(admin.StackedInline[Panel, Dashboard]):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin[Dashboard]):
+class DashboardAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Dashboard]):
     """Dashboards and their panels."""
 
     list_display = ["name", "tenant", "updated_at"]
@@ -84,7 +85,7 @@ class SavedQueryForm(forms.ModelForm[SavedQuery]):
 
 
 @admin.register(SavedQuery)
-class SavedQueryAdmin(admin.ModelAdmin[SavedQuery]):
+class SavedQueryAdmin(TenantScopedAdminMixin, admin.ModelAdmin[SavedQuery]):
     form = SavedQueryForm
     list_display = ["name", "tenant", "updated_at"]
     list_filter = ["tenant"]

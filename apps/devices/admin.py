@@ -15,10 +15,12 @@ from apps.accounts.models import User
 from apps.audit.models import EventType
 from apps.devices import services
 from apps.devices.models import Device, DeviceCommand, DeviceSession
+from apps.telemetry.models import DeviceState
+from apps.tenants.admin_scoping import TenantScopedAdminMixin
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin[Device]):
+class DeviceAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Device]):
     list_display = [
         "name",
         "tenant",
@@ -74,6 +76,12 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
         for device in queryset:
             services.delete_device(device, actor_id=request.user.pk)
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # A device's latest state is read-only on its own page but goes with its device.
+        perms_needed.discard(DeviceState._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
     def response_add(self, request: HttpRequest, obj: Device, *args: Any) -> HttpResponse:
         issued = getattr(request, "issued_device_tokens", None)
         if issued:
@@ -104,7 +112,7 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
 
 
 @admin.register(DeviceCommand)
-class DeviceCommandAdmin(admin.ModelAdmin[DeviceCommand]):
+class DeviceCommandAdmin(TenantScopedAdminMixin, admin.ModelAdmin[DeviceCommand]):
     """Commands to devices; queued from here or the API, sent by the Teltonika daemon."""
 
     list_display = ["id", "device", "text", "status", "created_at", "sent_at", "answered_at"]
@@ -142,7 +150,7 @@ class DeviceCommandAdmin(admin.ModelAdmin[DeviceCommand]):
 
 
 @admin.register(DeviceSession)
-class DeviceSessionAdmin(admin.ModelAdmin[DeviceSession]):
+class DeviceSessionAdmin(TenantScopedAdminMixin, admin.ModelAdmin[DeviceSession]):
     """Connections of devices to the daemons, open and closed. Read only."""
 
     list_display = [

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.telemetry.models import DeviceState
+from apps.tenants.admin_scoping import TenantScopedAdminMixin
 
 # Telemetry points are not registered here: Django's admin cannot yet show models with a
 # composite primary key, and a table of millions of rows needs its own per-device page
@@ -11,7 +12,7 @@ from apps.telemetry.models import DeviceState
 
 
 @admin.register(DeviceState)
-class DeviceStateAdmin(admin.ModelAdmin[DeviceState]):
+class DeviceStateAdmin(TenantScopedAdminMixin, admin.ModelAdmin[DeviceState]):
     """The latest point of each device, read-only: only ingest writes it."""
 
     list_display = [

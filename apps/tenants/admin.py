@@ -5,13 +5,15 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from apps.accounts.models import User
+from apps.tenants.admin_scoping import TenantScopedAdminMixin, TenantScopedInlineMixin
 from apps.tenants.models import Tenant, UserRole
 
 
-class MembershipInline(admin.TabularInline[UserRole, Tenant]):
+class MembershipInline(TenantScopedInlineMixin, admin.TabularInline[UserRole, Tenant]):
     """Members of a tenant, on the tenant page."""
 
     model = UserRole
+    parent_tenant_field = "id"
     extra = 0
     autocomplete_fields = ["user"]
     fields = ["user", "role", "created_at"]
@@ -34,7 +36,12 @@ class UserMembershipInline(admin.TabularInline[UserRole, User]):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin[Tenant]):
+class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Tenant]):
+    """Tenants; a tenant admin sees and edits only theirs. Only operators add or delete."""
+
+    tenant_field = "id"
+    tenant_admins_may_add = False
+    tenant_admins_may_delete = False
     list_display = ["name", "slug", "id", "member_count", "device_count", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -42,13 +49,14 @@ class TenantAdmin(admin.ModelAdmin[Tenant]):
     inlines = [MembershipInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        tenants: QuerySet[Tenant] = super().get_queryset(request)
         return (
-            super()
-            .get_queryset(request)
-            .annotate(
+            tenants.annotate(
                 members=Count("user_roles", distinct=True),
                 devices=Count("devices_device", distinct=True),
             )
+            # Grouped queries leave Meta.ordering out; pages and autocomplete need one.
+            .order_by("name", "id")
         )
 
     @admin.display(description="members", ordering="members")
@@ -61,7 +69,7 @@ class TenantAdmin(admin.ModelAdmin[Tenant]):
 
 
 @admin.register(UserRole)
-class UserRoleAdmin(admin.ModelAdmin[UserRole]):
+class UserRoleAdmin(TenantScopedAdminMixin, admin.ModelAdmin[UserRole]):
     list_display = ["user", "tenant", "role", "created_at", "updated_at"]
     list_filter = ["role", "tenant"]
     list_select_related = ["user", "tenant"]
