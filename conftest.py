@@ -15,6 +15,8 @@ from dataclasses import dataclass
 os.environ.setdefault("DJANGO_ENV", "test")
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
@@ -46,6 +48,16 @@ def make_cast(slug: str) -> TenantCast:
         UserRole.objects.create(user=user, tenant=tenant, role=role)
         users[role] = user
     return TenantCast(tenant, users[Role.ADMIN], users[Role.MANAGER], users[Role.VIEWER])
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    """Each test starts with no login failures and no request history counted.
+
+    Only a process-local cache is cleared: clearing a Redis one would flush its database.
+    """
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
 
 
 @pytest.fixture

@@ -105,6 +105,42 @@ def parse_jwt_algorithm(value: str) -> str:
     return algorithm
 
 
+THROTTLE_PERIODS = ("second", "minute", "hour", "day")
+
+
+def parse_throttle_rate(name: str, value: str) -> str | None:
+    """A DRF rate such as ``600/minute``; empty or ``off`` turns the throttle off (None)."""
+    rate = value.strip().lower()
+    if rate in {"", "off", "none"}:
+        return None
+    count, _, period = rate.partition("/")
+    if not count.isdigit() or int(count) <= 0 or not period or period[0] not in "smhd":
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate. Set it to requests per period, e.g. "
+            f"600/minute (periods: {', '.join(THROTTLE_PERIODS)}), or to off."
+        )
+    return rate
+
+
+def cache_from_url(url: str) -> dict[str, Any]:
+    """A Django CACHES entry: Redis for ``redis://`` URLs, else one cache per process.
+
+    Login-failure counters and API throttles live in this cache, so every web process
+    must share it for their limits to hold: in production that is Redis.
+    """
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if url.partition("://")[0] not in {"redis", "rediss"}:
+        raise ImproperlyConfigured(
+            f"CACHE_URL={url!r}: use redis://host:6379/1 (or rediss://), or leave it empty."
+        )
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": "quantumfleet",
+    }
+
+
 def check_production_settings(
     *,
     environment: Environment,

@@ -19,9 +19,11 @@ from quantumfleet.environment import (
     DEVELOPMENT_JWT_SECRET,
     DEVELOPMENT_SECRET,
     Environment,
+    cache_from_url,
     check_production_settings,
     database_from_url,
     parse_jwt_algorithm,
+    parse_throttle_rate,
 )
 
 # Lets admin and generic classes be subscripted (ModelAdmin[Device]) at run time.
@@ -234,6 +236,10 @@ MQTT_DEAD_LETTER_TOPIC = env.str("MQTT_DEAD_LETTER_TOPIC", default="")
 MQTT_METRICS_PORT = env.int("MQTT_METRICS_PORT", default=0)
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Login-failure counters and API throttles are kept here; every web process must share it,
+# so it is Redis when REDIS_URL is set. Tests keep a cache of their own process.
+CACHE_URL = env.str("CACHE_URL", default="" if DJANGO_ENV == Environment.TEST else REDIS_URL)
+CACHES = {"default": cache_from_url(CACHE_URL)}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ACKS_LATE = True
@@ -301,6 +307,31 @@ SIMPLE_JWT = {
     "ALGORITHM": JWT_ALG,
     "SIGNING_KEY": JWT_SECRET,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Every request reads the user: a deactivated or deleted user's token stops at once.
+    "CHECK_USER_IS_ACTIVE": True,
+}
+
+# Brute-force protection of POST /auth/login. Failures are counted per account and client
+# address, and per address alone, within a window; past a limit the login answers 429.
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=15 * 60)
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=50)
+# How many refused logins naming no known account are written to the audit trail per
+# window, over all addresses; the others are counted, not written.
+LOGIN_UNKNOWN_ACCOUNT_EVENTS = env.int("LOGIN_UNKNOWN_ACCOUNT_EVENTS", default=200)
+# Proxies in front of the web service that append the client's address to
+# X-Forwarded-For; 0 trusts none and uses the connection's address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Request rates of the API, per user (authenticated routes) and per client address (the
+# public /auth routes). Device ingest is never throttled here.
+API_THROTTLE_RATES = {
+    "user": parse_throttle_rate(
+        "API_USER_THROTTLE_RATE", env.str("API_USER_THROTTLE_RATE", default="1200/minute")
+    ),
+    "auth": parse_throttle_rate(
+        "API_AUTH_THROTTLE_RATE", env.str("API_AUTH_THROTTLE_RATE", default="60/minute")
+    ),
 }
 
 REST_FRAMEWORK = {
@@ -324,6 +355,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "quantumfleet.api.schema.AppTaggedAutoSchema",
     "EXCEPTION_HANDLER": "quantumfleet.api.errors.json_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["quantumfleet.api.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": API_THROTTLE_RATES,
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 
 SPECTACULAR_SETTINGS = {

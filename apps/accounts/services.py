@@ -11,6 +11,7 @@ from django.db import transaction
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from apps.accounts import login_limits
 from apps.accounts.models import User, normalize_email_address
 from apps.audit.models import EventType
 from apps.audit.services import record_user_event_after_commit
@@ -76,17 +77,15 @@ def record_login(user: User) -> None:
     record_user_event_after_commit(EventType.USER_LOGIN, user_id=user.pk)
 
 
-def record_failed_login(login: str) -> None:
-    """Audit a refused login, under the user the email names if there is one.
+def record_failed_login(login: str, address: str) -> None:
+    """Count a refused login against its limits and audit it (``login_limits``).
 
-    The attempted email is kept so that guessing at unknown accounts shows too; the
-    password never is.
+    The event is under the user the email names if there is one. The attempted email is
+    kept so that guessing at unknown accounts shows too; the password never is.
     """
     email = normalize_email_address(login)
     user_id = User.objects.filter(email=email).values_list("pk", flat=True).first()
-    record_user_event_after_commit(
-        EventType.USER_LOGIN_FAILED, user_id=user_id, payload={"email": email[:254]}
-    )
+    login_limits.record_login_failure(email, address, user_id)
 
 
 def parse_refresh_token(raw_refresh_token: str) -> RefreshToken:

@@ -24,6 +24,7 @@ class EventType(models.TextChoices):
     USER_KEEPALIVE = "user.keepalive", "User keepalive (refreshes their session)"
     USER_LOGOUT = "user.logout", "User logged out (closes their session)"
     USER_LOGIN_FAILED = "user.login_failed", "Login refused"
+    USER_LOGIN_THROTTLED = "user.login_throttled", "Logins blocked after too many failures"
     ROLE_GRANTED = "role.granted", "Role granted"
     ROLE_REVOKED = "role.revoked", "Role revoked"
     DEVICE_CREATED = "device.created", "Device created"

@@ -97,7 +97,7 @@ def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]
             responses = operation.setdefault("responses", {})
             codes = ["400"]
             if operation.get("security") != [{}] and {} not in operation.get("security", []):
-                codes += ["401", "403"]
+                codes += ["401", "403", "429"]
             if "{" in path:
                 codes.append("404")
             if method in {"post", "put", "patch"}:

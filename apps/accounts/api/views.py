@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts import services
+from apps.accounts import login_limits, services
 from apps.accounts.api.serializers import (
     LoginSerializer,
     MeSerializer,
@@ -27,6 +27,7 @@ from apps.accounts.api.serializers import (
 )
 from apps.accounts.models import User, caller
 from quantumfleet.api.parsers import JSONParser
+from quantumfleet.api.throttling import AuthRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,26 @@ class InvalidRefreshToken(InvalidCredentials):
     default_detail = "The refresh token is invalid, expired or revoked."
 
 
+class LoginThrottled(exceptions.Throttled):
+    """429 with Retry-After; the same answer whether or not the account exists."""
+
+    default_code = "login_throttled"
+    default_detail = "Too many failed logins from this address."
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
+
+
 class PublicAuthView(APIView):
-    """Endpoints reached without a token; a stale Authorization header is ignored."""
+    """Endpoints reached without a token; a stale Authorization header is ignored.
+
+    Each client address may call them ``API_AUTH_THROTTLE_RATE`` times; the login also
+    has its own limits on failures (``apps.accounts.login_limits``).
+    """
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
+    throttle_classes = [AuthRateThrottle]
 
 
 class LoginView(PublicAuthView):
@@ -60,26 +75,40 @@ class LoginView(PublicAuthView):
         responses={
             200: TokenPairSerializer,
             401: OpenApiResponse(description="Wrong email or password, or inactive user."),
+            429: OpenApiResponse(
+                description=(
+                    "Too many failed logins for this account from this address, or from "
+                    "this address; `Retry-After` gives the seconds to wait."
+                )
+            ),
         },
         summary="Log in with email and password",
         description=(
             "The OAuth2 password flow: form fields `username` (the email) and `password`. "
-            "JSON with the same fields is accepted too."
+            "JSON with the same fields is accepted too. After `LOGIN_FAILURES_PER_ACCOUNT` "
+            "failures for one account from one address, or `LOGIN_FAILURES_PER_ADDRESS` "
+            "from one address, within `LOGIN_FAILURE_WINDOW_SECONDS`, logins are refused "
+            "with 429 until the window ends, even with the right password."
         ),
     )
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        login = serializer.validated_data["login"]
+        address = AuthRateThrottle().get_ident(request)
+        block = login_limits.check_login_allowed(login, address)
+        if block is not None:
+            raise LoginThrottled(wait=block.retry_after)
+
         user = authenticate(
-            request._request,
-            username=serializer.validated_data["login"],
-            password=serializer.validated_data["password"],
+            request._request, username=login, password=serializer.validated_data["password"]
         )
         if not isinstance(user, User):
             logger.info("user.login_failed")
-            services.record_failed_login(serializer.validated_data["login"])
+            services.record_failed_login(login, address)
             raise InvalidCredentials()
 
+        login_limits.record_login_success(login, address)
         pair = services.issue_token_pair(user)
         logger.info("user.login", extra={"user_id": user.pk})
         services.record_login(user)
