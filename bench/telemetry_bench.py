@@ -347,6 +347,10 @@ def create_fleet(slug: str, devices: int, token_prefix: str | None) -> Fleet:
     from apps.tenants.services import create_tenant
 
     tenant = create_tenant(name=f"Benchmark {slug}", slug=slug)
+    # A benchmark measures capacity: its tenant's rate limits are lifted, as an operator
+    # would for a tenant this large. The limiter still runs for every batch.
+    tenant.device_points_per_minute = tenant.tenant_points_per_minute = 0
+    tenant.save(update_fields=["device_points_per_minute", "tenant_points_per_minute"])
     device_ids = []
     for number in range(1, devices + 1):
         token = f"{token_prefix}{number:04d}" if token_prefix else None

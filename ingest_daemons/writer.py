@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections, connections
 
+from apps.telemetry import limits
 from apps.telemetry.services import IngestResult, Point, ingest_points
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class StoredCounts:
 class _Submission:
     points: Sequence[Point]
     done: asyncio.Future[StoredCounts]
+    refusal: limits.Refusal | None = None
 
 
 class PointWriter:
@@ -145,18 +147,56 @@ class PointWriter:
                     self._queue.task_done()
 
     async def _write(self, batch: list[_Submission]) -> None:
-        points = [point for submission in batch for point in submission.points]
         try:
-            result = await self.database.write(partial(ingest_points, points, skip_invalid=True))
+            admitted, result = await self.database.write(partial(store_admitted, batch))
         except Exception as error:
+            points = [point for submission in batch for point in submission.points]
             logger.exception("ingest.batch_failed", extra={"points": len(points)})
             for submission in batch:
                 if not submission.done.done():
                     submission.done.set_exception(error)
             return
-        for submission, counts in zip(batch, split_counts(batch, result), strict=True):
+        for submission in batch:
+            if submission.refusal is not None and not submission.done.done():
+                submission.done.set_exception(LimitedError(submission.refusal))
+        for submission, counts in zip(admitted, split_counts(admitted, result), strict=True):
             if not submission.done.done():
                 submission.done.set_result(counts)
+
+
+class LimitedError(Exception):
+    """The device or its tenant is over a rate limit or quota: nothing was stored."""
+
+    def __init__(self, refusal: limits.Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def store_admitted(batch: Sequence[_Submission]) -> tuple[list[_Submission], IngestResult]:
+    """Write the submissions the ingest limits admit; mark the others with their refusal."""
+    # A connection's packet holds one device's records.
+    sizes: dict[int, list[int]] = {}
+    tenants: dict[int, int] = {}
+    for submission in batch:
+        first = submission.points[0]
+        sizes.setdefault(first.device_id, []).append(len(submission.points))
+        tenants[first.device_id] = first.tenant_id
+    refused = limits.admit(
+        limits.Demand(tenants[device_id], device_id, tuple(counts))
+        for device_id, counts in sizes.items()
+    )
+    admitted_left = {device_id: refusal.admitted for device_id, refusal in refused.items()}
+    admitted = []
+    for submission in batch:
+        device_id = submission.points[0].device_id
+        if device_id in refused:
+            if admitted_left[device_id] == 0:
+                submission.refusal = refused[device_id]
+                continue
+            admitted_left[device_id] -= 1
+        admitted.append(submission)
+    points = [point for submission in admitted for point in submission.points]
+    return admitted, ingest_points(points, skip_invalid=True)
 
 
 def split_counts(batch: Sequence[_Submission], result: IngestResult) -> list[StoredCounts]:

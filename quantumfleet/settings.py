@@ -150,6 +150,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The project's own static files: the vendored chart and map libraries of the admin.
+STATICFILES_DIRS = [BASE_DIR / "quantumfleet" / "static"]
 # Outside production, serve static files straight from the apps: no collectstatic step.
 WHITENOISE_USE_FINDERS = not IS_PRODUCTION
 WHITENOISE_AUTOREFRESH = not IS_PRODUCTION
@@ -283,6 +285,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "device-commands-expire": {
         "task": "devices.expire_commands",
+        "schedule": timedelta(minutes=1),
+    },
+    "telemetry-sample-ingest-counts": {
+        "task": "telemetry.sample_ingest_counts",
         "schedule": timedelta(minutes=1),
     },
     "audit-close-stale-sessions": {
@@ -431,6 +437,17 @@ X_FRAME_OPTIONS = "DENY"
 DEMO_ADMIN_EMAIL = env.str("DEMO_ADMIN_EMAIL", default="admin@example.com")
 DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="Admin123!")
 DEMO_DEVICE_TOKEN = env.str("DEMO_DEVICE_TOKEN", default="demo-device-token-0123456789")
+
+# The operators' pages of the admin (fleet overview, device page). See docs/admin.md.
+# A device is online when its latest point arrived within this many seconds.
+ADMIN_ONLINE_WINDOW_SECONDS = env.int("ADMIN_ONLINE_WINDOW_SECONDS", default=300)
+# Map tiles under the device track ({z}/{x}/{y} URL template); empty draws the track alone.
+ADMIN_MAP_TILE_URL = env.str(
+    "ADMIN_MAP_TILE_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+)
+ADMIN_MAP_TILE_ATTRIBUTION = env.str(
+    "ADMIN_MAP_TILE_ATTRIBUTION", default="&copy; OpenStreetMap contributors"
+)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # "json" for log collectors, "text" for people; JSON by default in production.

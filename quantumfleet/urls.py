@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from apps.telemetry.admin_views import fleet_overview
 from quantumfleet.views import HealthView, LivenessView
 
 admin.site.site_header = "Quantum Fleet operations"
@@ -15,6 +16,7 @@ urlpatterns = [
     path("", include("apps.telemetry.api.urls")),
     path("", include("apps.dashboards.api.urls")),
     path("", include("apps.audit.api.urls")),
+    path("admin/fleet/", admin.site.admin_view(fleet_overview), name="admin-fleet"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

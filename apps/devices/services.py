@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.audit.models import EventType
 from apps.audit.services import record_event, record_event_after_commit
 from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
+from apps.tenants.limits import effective_limits
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,28 @@ def set_device_token(device: Device, token: str) -> None:
     device.token_rotated_at = timezone.now()
 
 
+class DeviceQuotaExceededError(Exception):
+    """The tenant already has as many devices as its quota allows."""
+
+    def __init__(self, tenant: Tenant, limit: int) -> None:
+        super().__init__(f"Tenant {tenant.pk} may have at most {limit} devices.")
+        self.limit = limit
+
+
+def check_device_quota(tenant: Tenant) -> None:
+    """Raise DeviceQuotaExceededError if the tenant cannot have one device more.
+
+    Called inside the creating transaction, with the tenant's row locked so that two
+    creations at once cannot both take the last place.
+    """
+    limit = effective_limits(tenant).max_devices
+    if not limit:
+        return
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk").first()
+    if Device.objects.filter(tenant=tenant).count() >= limit:
+        raise DeviceQuotaExceededError(tenant, limit)
+
+
 @transaction.atomic
 def create_device(
     *, tenant: Tenant, token: str | None = None, actor_id: int | None = None, **fields: Any
@@ -50,6 +73,7 @@ def create_device(
     ``token`` imports a token already configured in the hardware; by default one is made.
     ``actor_id`` is the user who acts, for the audit trail.
     """
+    check_device_quota(tenant)
     token = token or generate_device_token()
     device = Device(tenant=tenant, **fields)
     set_device_token(device, token)

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from apps.devices.services import devices_by_token_hash, hash_device_token
+from apps.telemetry import limits
 from apps.telemetry.services import Point, RejectedPoint, ingest_points
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Reading:
 class Refusal(enum.StrEnum):
     UNKNOWN_TOKEN = "unknown_token"  # noqa: S105  (a reason, not a secret)
     DEVICE_INACTIVE = "device_inactive"
+    # Over a rate limit or quota: ``Outcome.limit`` says which and when to try again.
+    LIMITED = "limited"
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Outcome:
     duplicates: int = 0
     refusal: Refusal | None = None
     device_id: int | None = None
+    limit: limits.Refusal | None = None
     # With ``skip_invalid``: the points refused, indexed by their place in the readings.
     rejections: list[RejectedPoint] = field(default_factory=list)
 
@@ -80,6 +84,20 @@ def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool =
     the others are written, as ``ingest_points`` does.
     """
     devices = devices_by_token_hash({hash_device_token(s.token) for s in submissions})
+    sizes: dict[int, list[int]] = {}
+    tenants: dict[int, int] = {}
+    for submission in submissions:
+        device = devices.get(hash_device_token(submission.token))
+        if device is not None and device[2]:
+            sizes.setdefault(device[0], []).append(len(submission.readings))
+            tenants[device[0]] = device[1]
+    refused = limits.admit(
+        limits.Demand(tenants[device_id], device_id, tuple(counts))
+        for device_id, counts in sizes.items()
+    )
+    # Of a device over its limit, the leading submissions that fit are still written.
+    admitted_left = {device_id: refusal.admitted for device_id, refusal in refused.items()}
+
     points: list[Point] = []
     owners: list[Submission] = []
     # Where each submission's first point sits in the batch, to place its rejections.
@@ -93,6 +111,14 @@ def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool =
         if not is_active:
             submission.outcome = Outcome(refusal=Refusal.DEVICE_INACTIVE, device_id=device_id)
             continue
+        if device_id in refused:
+            if admitted_left[device_id] > 0:
+                admitted_left[device_id] -= 1
+            else:
+                submission.outcome = Outcome(
+                    refusal=Refusal.LIMITED, device_id=device_id, limit=refused[device_id]
+                )
+                continue
         submission.outcome = Outcome(device_id=device_id)
         starts[id(submission)] = len(points)
         for reading in submission.readings:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, F
+from django.db.models.functions import Greatest
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +306,25 @@ def apply_retention(now: datetime) -> tuple[list[str], list[str], int]:
 def drop_partition(partition: Partition) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}")
+        uncount_rows(cursor, partition.name)
         cursor.execute(f"DROP TABLE {partition.name}")
     logger.info("telemetry.partition_dropped", extra={"partition": partition.name})
+
+
+def uncount_rows(cursor: Any, table: str, condition: str = "", params: Sequence[Any] = ()) -> None:
+    """Lower each device's stored-point count by its rows in ``table`` about to be removed.
+
+    ``device_state.point_count`` is what the stored-points quota adds up, so the rows
+    retention removes must leave it.
+    """
+    where = f"WHERE {condition}" if condition else ""
+    cursor.execute(
+        "UPDATE device_state AS state "
+        "SET point_count = GREATEST(state.point_count - removed.points, 0) "
+        f"FROM (SELECT device_id, count(*) AS points FROM {table} {where} GROUP BY device_id) "
+        "AS removed WHERE state.device_id = removed.device_id",
+        list(params),
+    )
 
 
 @transaction.atomic
@@ -334,6 +353,7 @@ def rewrite_partition_without(partition: Partition, tenant_ids: Iterable[int]) -
             [expired],
         )
         cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}")
+        uncount_rows(cursor, partition.name, "tenant_id = ANY(%s)", [expired])
         cursor.execute(f"DROP TABLE {partition.name}")
         attach_with_known_bounds(cursor, replacement)
         cursor.execute(f"ALTER TABLE {replacement.name} RENAME TO {partition.name}")
@@ -350,15 +370,20 @@ def rewrite_partition_without(partition: Partition, tenant_ids: Iterable[int]) -
 
 def delete_expired_rows(now: datetime, by_tenant: dict[int, int | None]) -> int:
     """SQLite's retention: delete old rows tenant by tenant."""
-    from apps.telemetry.models import Telemetry
+    from apps.telemetry.models import DeviceState, Telemetry
 
     deleted = 0
     for tenant_id, days in by_tenant.items():
         if days is None:
             continue
-        count, _ = Telemetry.objects.filter(
-            tenant_id=tenant_id, ts__lt=now - timedelta(days=days)
-        ).delete()
+        expired = Telemetry.objects.filter(tenant_id=tenant_id, ts__lt=now - timedelta(days=days))
+        with transaction.atomic():
+            removed = expired.values("device_id").annotate(points=Count("*"))
+            for row in removed:
+                DeviceState.objects.filter(device_id=row["device_id"]).update(
+                    point_count=Greatest(F("point_count") - row["points"], 0)
+                )
+            count, _ = expired.delete()
         deleted += count
     return deleted
 

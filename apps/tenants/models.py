@@ -31,6 +31,29 @@ class Tenant(models.Model):
             "(TELEMETRY_RETENTION_DAYS), 0 keeps it forever."
         ),
     )
+    # Limits that protect the platform. Empty follows the platform setting named in the
+    # help text; 0 means no limit for this tenant.
+    device_points_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Points one device may send per minute (INGEST_DEVICE_POINTS_PER_MINUTE).",
+    )
+    tenant_points_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Points all of the tenant's devices may send per minute together "
+            "(INGEST_TENANT_POINTS_PER_MINUTE)."
+        ),
+    )
+    max_devices = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most devices the tenant may have (TENANT_MAX_DEVICES)."
+    )
+    max_stored_points = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most telemetry points the tenant may keep (TENANT_MAX_STORED_POINTS).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

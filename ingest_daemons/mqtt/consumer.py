@@ -500,6 +500,10 @@ class MqttConsumer:
                     entry.reject(Reason.UNKNOWN_TOKEN, "no device has this token")
                 elif outcome.refusal is Refusal.DEVICE_INACTIVE:
                     entry.reject(Reason.DEVICE_INACTIVE, f"device {outcome.device_id} is inactive")
+                elif outcome.limit is not None:
+                    # MQTT has no way to say "later": the message goes the way of every
+                    # refused one (the dead-letter topic when configured), counted.
+                    entry.reject(Reason.LIMITED, outcome.limit.message)
                 elif len(outcome.rejections) == len(submission.readings):
                     first = outcome.rejections[0]
                     entry.reject(Reason.INVALID_POINT, f"{first.field}: {first.message}")

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     DEVICE_INACTIVE = "device_inactive"
     INVALID_POINT = "invalid_point"
     DATABASE_REFUSED = "database_refused"
+    LIMITED = "limited"
 
 
 class BadMessageError(ValueError):

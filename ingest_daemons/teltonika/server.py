@@ -32,7 +32,7 @@ from apps.telemetry.services import EARLIEST_TS, LATEST_TS_AHEAD, Point
 from apps.tenants.models import Tenant
 from ingest_daemons.teltonika import codec
 from ingest_daemons.teltonika.mapping import record_data
-from ingest_daemons.writer import DatabaseThreads, PointWriter
+from ingest_daemons.writer import DatabaseThreads, LimitedError, PointWriter
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ RECORDS_DUPLICATE = Counter("teltonika_records_duplicate", "AVL records already 
 RECORDS_REJECTED = Counter("teltonika_records_rejected", "AVL records the ingest refused.")
 BAD_FRAMES = Counter("teltonika_bad_frames", "Frames that did not decode.", ["transport"])
 STORAGE_FAILURES = Counter("teltonika_storage_failures", "Packets not stored, so not ACKed.")
+PACKETS_LIMITED = Counter(
+    "teltonika_packets_limited", "Packets over an ingest limit, so not ACKed.", ["reason"]
+)
 COMMANDS_SENT = Counter("teltonika_commands_sent", "Commands written to devices.")
 COMMANDS_ANSWERED = Counter("teltonika_commands_answered", "Command answers stored.")
 BYTES_RECEIVED = Counter("teltonika_received_bytes", "Bytes received from devices.")
@@ -125,12 +128,18 @@ def find_device(imei: str, auto_register_tenant: str) -> KnownDevice | None:
                 "teltonika.auto_register_tenant_missing", extra={"slug": auto_register_tenant}
             )
             return None
-        device, _token = devices.create_device(
-            tenant=tenant,
-            name=f"Teltonika {imei}",
-            external_id=imei,
-            protocol=DeviceProtocol.TELTONIKA,
-        )
+        try:
+            device, _token = devices.create_device(
+                tenant=tenant,
+                name=f"Teltonika {imei}",
+                external_id=imei,
+                protocol=DeviceProtocol.TELTONIKA,
+            )
+        except devices.DeviceQuotaExceededError:
+            logger.warning(
+                "teltonika.auto_register_quota_full", extra={"imei": imei, "tenant_id": tenant.pk}
+            )
+            return None
         logger.info("teltonika.auto_registered", extra={"imei": imei, "device_id": device.pk})
         row = {"id": device.pk, "tenant_id": tenant.pk, "model": "", "is_active": True}
     if row is None:
@@ -455,6 +464,16 @@ class TeltonikaServer:
             points = packet_points(device, packet.codec_id, packet.records)
             try:
                 counts = await self.writer.store(points)
+            except LimitedError as error:
+                # Not acknowledged and left open: the tracker keeps the records and sends
+                # them again after its own response timeout, which is the pause the limit
+                # asks for. Closing would make it reconnect and resend at once.
+                PACKETS_LIMITED.labels(str(error.refusal.reason)).inc()
+                logger.info(
+                    "teltonika.limited",
+                    extra={**self._log_fields(connection), "reason": str(error.refusal.reason)},
+                )
+                return
             except Exception:
                 STORAGE_FAILURES.inc()
                 # Nothing acknowledged: closing makes the device reconnect and resend soon,
@@ -652,6 +671,10 @@ class TeltonikaServer:
         points = packet_points(device, packet.avl.codec_id, packet.avl.records)
         try:
             counts = await self.writer.store(points)
+        except LimitedError as error:
+            # No ACK: the tracker sends the datagram again later.
+            PACKETS_LIMITED.labels(str(error.refusal.reason)).inc()
+            return
         except Exception:
             STORAGE_FAILURES.inc()
             return

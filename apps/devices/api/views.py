@@ -6,8 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +27,13 @@ from apps.tenants.models import Role
 from apps.tenants.scoping import TenantScopedViewMixin
 
 
+class DeviceQuotaExceeded(exceptions.PermissionDenied):
+    default_code = "device_quota_exceeded"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"This tenant may have at most {limit} devices; delete one first.")
+
+
 class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]):
     """Devices of the tenant. Viewers read; managers and admins create, change and delete."""
 
@@ -40,7 +47,10 @@ class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]
 
     @extend_schema(
         request=DeviceCreateSerializer,
-        responses={201: DeviceWithTokenSerializer},
+        responses={
+            201: DeviceWithTokenSerializer,
+            403: OpenApiResponse(description="The tenant's device quota is full."),
+        },
         summary="Create a device",
         description="The response carries the device's ingest token; it is not shown again.",
     )
@@ -49,9 +59,12 @@ class DeviceViewSet(TenantScopedViewMixin[Device], viewsets.ModelViewSet[Device]
             data=request.data, context=self.get_serializer_context()
         )
         serializer.is_valid(raise_exception=True)
-        device, token = services.create_device(
-            tenant=self.tenant, actor_id=request.user.pk, **serializer.validated_data
-        )
+        try:
+            device, token = services.create_device(
+                tenant=self.tenant, actor_id=request.user.pk, **serializer.validated_data
+            )
+        except services.DeviceQuotaExceededError as error:
+            raise DeviceQuotaExceeded(error.limit) from None
         body = DeviceWithTokenSerializer(device, context={"token": token}).data
         return Response(body, status=status.HTTP_201_CREATED)
 

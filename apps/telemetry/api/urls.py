@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from apps.telemetry.api import teltonika, views
+from apps.telemetry.api import teltonika, usage, views
 
 urlpatterns = [
     re_path(r"^ingest/http/?$", views.HttpIngestView.as_view(), name="ingest-http"),
@@ -14,4 +14,9 @@ urlpatterns = [
     ),
     re_path(r"^telemetry/query/?$", views.TelemetryQueryView.as_view(), name="telemetry-query"),
     re_path(r"^telemetry/latest/?$", views.LatestStateView.as_view(), name="telemetry-latest"),
+    re_path(
+        r"^tenants/(?P<tenant_id>\d+)/limits/?$",
+        usage.TenantLimitsView.as_view(),
+        name="tenant-limits",
+    ),
 ]

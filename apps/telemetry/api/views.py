@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from apps.devices.api.filtersets import DeviceFilterSet
 from apps.devices.models import Device
-from apps.telemetry import exports, queries
+from apps.telemetry import exports, limits, queries
 from apps.telemetry.api.ingest import parse_body, to_readings
 from apps.telemetry.api.serializers import (
     BucketSerializer,
@@ -99,6 +99,13 @@ class DeviceInactive(exceptions.APIException):
     default_detail = "This device is deactivated; its data is refused."
 
 
+class IngestLimited(exceptions.Throttled):
+    """A device or its tenant is over a rate limit or quota: 429 with ``Retry-After``."""
+
+    def __init__(self, limit: limits.Refusal) -> None:
+        super().__init__(wait=limit.retry_after, detail=limit.message, code=str(limit.reason))
+
+
 class ExportFormatNegotiation(DefaultContentNegotiation):
     """Leaves ``?format=`` to the view, where it picks an export (csv, gpx)."""
 
@@ -127,6 +134,12 @@ class HttpIngestView(APIView):
             200: OpenApiResponse(IngestResultSerializer, description="Every point was a repeat."),
             401: OpenApiResponse(description="No token, or no device has it."),
             403: OpenApiResponse(description="The device is deactivated."),
+            429: OpenApiResponse(
+                description=(
+                    "The device or its tenant is over its rate limit or stored-points "
+                    "quota; nothing was stored. Retry after `Retry-After` seconds."
+                )
+            ),
         },
         parameters=[
             OpenApiParameter(
@@ -164,7 +177,10 @@ class HttpIngestView(APIView):
         except RequestDataTooBig:
             return error_response(PayloadTooLarge())
         except exceptions.APIException as error:
-            return error_response(error)
+            response = error_response(error)
+            if isinstance(error, exceptions.Throttled) and error.wait is not None:
+                response["Retry-After"] = str(int(error.wait))
+            return response
 
     def ingest(self, request: HttpRequest) -> HttpResponse:
         with arriving() as arrival:
@@ -195,6 +211,8 @@ class HttpIngestView(APIView):
             raise DeviceTokenInvalid()
         if outcome.refusal is Refusal.DEVICE_INACTIVE:
             raise DeviceInactive()
+        if outcome.limit is not None:
+            raise IngestLimited(outcome.limit)
         return HttpResponse(
             orjson.dumps({"stored": outcome.stored, "duplicates": outcome.duplicates}),
             status=status.HTTP_201_CREATED if outcome.stored else status.HTTP_200_OK,
