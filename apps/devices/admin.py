@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -8,12 +9,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
 
 from apps.accounts.models import User
 from apps.audit.models import EventType
-from apps.devices import services
+from apps.devices import admin_views, services
 from apps.devices.models import Device, DeviceCommand, DeviceSession
 from apps.telemetry.models import DeviceState
 from apps.tenants.admin_scoping import TenantScopedAdminMixin
@@ -30,6 +33,7 @@ class DeviceAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Device]):
         "is_active",
         "masked_token",
         "updated_at",
+        "overview_link",
     ]
     list_filter = ["is_active", "protocol", "model", "tenant"]
     list_select_related = ["tenant"]
@@ -49,6 +53,25 @@ class DeviceAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Device]):
         "updated_at",
     ]
     actions = ["rotate_tokens"]
+
+    def get_urls(self) -> list[URLPattern]:
+        def view(function: Any, name: str, route: str) -> URLPattern:
+            wrapped = self.admin_site.admin_view(partial(function, self))
+            return path(f"<path:object_id>/{route}", wrapped, name=f"devices_device_{name}")
+
+        return [
+            view(admin_views.device_overview, "overview", "overview/"),
+            view(admin_views.device_telemetry, "telemetry", "telemetry/"),
+            view(admin_views.device_telemetry_csv, "telemetry_csv", "telemetry.csv"),
+            view(admin_views.queue_device_command, "command", "command/"),
+            view(admin_views.rotate_device_token, "rotate_token", "rotate-token/"),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="page")
+    def overview_link(self, device: Device) -> str:
+        url = reverse("admin:devices_device_overview", args=[device.pk])
+        return format_html('<a href="{}">overview</a>', url)
 
     @admin.display(description="token")
     def masked_token(self, device: Device) -> str:

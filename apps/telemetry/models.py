@@ -92,3 +92,26 @@ class DeviceState(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"state of device {self.device_id}"
+
+
+class IngestCountSample(TenantOwnedModel):
+    """Points stored so far by the devices of one tenant and protocol, at one instant.
+
+    Celery beat takes a sample every minute from the latest-state table, which the ingest
+    service already keeps in step; the fleet overview reads ingest rates per transport as
+    the difference between two samples, so nothing is added to the ingest path. Samples
+    older than INGEST_SAMPLE_RETENTION (see ingest_rates) are deleted as new ones come.
+    """
+
+    taken_at = models.DateTimeField()
+    protocol = models.CharField(max_length=16, help_text="The devices' declared protocol.")
+    points_total = models.BigIntegerField(help_text="Sum of the devices' stored points.")
+    devices = models.IntegerField(help_text="Devices of this protocol that have any point.")
+
+    class Meta:
+        db_table = "telemetry_ingest_samples"
+        ordering = ["-taken_at", "tenant_id", "protocol"]
+        indexes = [models.Index(fields=["taken_at"], name="ingest_samples_taken_at")]
+
+    def __str__(self) -> str:
+        return f"{self.protocol} of tenant {self.tenant_id} at {self.taken_at:%Y-%m-%d %H:%M}"

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from apps.telemetry.ingest_rates import sample_ingest_counts
 from apps.telemetry.partitions import run_maintenance
 
 logger = logging.getLogger(__name__)
@@ -23,3 +24,9 @@ logger = logging.getLogger(__name__)
 def maintain_partitions() -> str:
     """Create upcoming partitions, adopt stray rows and apply retention."""
     return run_maintenance().summary()
+
+
+@shared_task(name="telemetry.sample_ingest_counts", soft_time_limit=50, time_limit=60)
+def take_ingest_sample() -> int:
+    """Record the points stored per tenant and protocol, for the ingest rates."""
+    return sample_ingest_counts()
