@@ -242,6 +242,17 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # so it is Redis when REDIS_URL is set. Tests keep a cache of their own process.
 CACHE_URL = env.str("CACHE_URL", default="" if DJANGO_ENV == Environment.TEST else REDIS_URL)
 CACHES = {"default": cache_from_url(CACHE_URL)}
+
+# Ingest limits and tenant quotas (apps.telemetry.limits); tenants may override each.
+# 0 means no limit. Off in tests, whose tests of the limits turn them on.
+INGEST_LIMITS_ENABLED = env.bool("INGEST_LIMITS_ENABLED", default=DJANGO_ENV != Environment.TEST)
+INGEST_DEVICE_POINTS_PER_MINUTE = env.int("INGEST_DEVICE_POINTS_PER_MINUTE", default=6_000)
+INGEST_TENANT_POINTS_PER_MINUTE = env.int("INGEST_TENANT_POINTS_PER_MINUTE", default=120_000)
+TENANT_MAX_DEVICES = env.int("TENANT_MAX_DEVICES", default=0)
+TENANT_MAX_STORED_POINTS = env.int("TENANT_MAX_STORED_POINTS", default=0)
+# Shared rate counters; without Redis each process counts on its own.
+INGEST_LIMITS_REDIS_URL = env.str("INGEST_LIMITS_REDIS_URL", default=REDIS_URL)
+INGEST_LIMITS_KEY_PREFIX = env.str("INGEST_LIMITS_KEY_PREFIX", default="qf:ingest")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ACKS_LATE = True
