@@ -271,3 +271,9 @@ def test_the_change_list_links_each_device_to_its_page(operator, device):
     page = operator.get(reverse("admin:devices_device_changelist")).content.decode()
 
     assert overview(device) in page
+
+
+def test_the_change_page_links_to_the_device_page(operator, device):
+    page = operator.get(reverse("admin:devices_device_change", args=[device.pk])).content.decode()
+
+    assert overview(device) in page
