@@ -71,7 +71,8 @@ def revoke_role(*, tenant: Tenant, user: User, role: Role, actor_id: int | None 
         UserRole.objects.select_for_update().filter(tenant=tenant, user=user, role=role).first()
     )
     if membership is None:
-        raise RoleNotHeldError(f"{user} is not {role.value} of tenant {tenant.pk}.")
+        # The user's id, not their email: an admin must not learn who any id belongs to.
+        raise RoleNotHeldError(f"User {user.pk} is not {role.value} of tenant {tenant.pk}.")
     if role == Role.ADMIN:
         ensure_another_admin(tenant, leaving=user)
     membership.delete()

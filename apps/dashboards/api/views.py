@@ -90,6 +90,11 @@ class PanelViewSet(DashboardContextMixin, viewsets.ModelViewSet[Panel]):
             return queryset
         return queryset.filter(dashboard=self.dashboard())
 
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Another tenant's dashboard is a 404 before the body is read, as for every route.
+        self.dashboard()
+        return super().create(request, *args, **kwargs)
+
     def perform_create(self, serializer: BaseSerializer[Panel]) -> None:
         serializer.instance = services.create_panel(
             dashboard=self.dashboard(), **serializer.validated_data
