@@ -284,6 +284,8 @@ CONNECTOR_LOG_EXCERPT_CHARS = env.int("CONNECTOR_LOG_EXCERPT_CHARS", default=200
 CONNECTOR_MAX_RESPONSE_BYTES = env.int("CONNECTOR_MAX_RESPONSE_BYTES", default=1024 * 1024)
 CONNECTOR_POLL_TICK_SECONDS = env.int("CONNECTOR_POLL_TICK_SECONDS", default=10)
 CONNECTOR_RULES_CACHE_SECONDS = env.float("CONNECTOR_RULES_CACHE_SECONDS", default=10.0)
+# A call untouched this long is taken for lost by the broker and handed to a worker again.
+CONNECTOR_STALLED_CALL_SECONDS = env.int("CONNECTOR_STALLED_CALL_SECONDS", default=900)
 
 CELERY_BEAT_SCHEDULE = {
     "connectors-poll-collectors": {
@@ -293,6 +295,10 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-maintenance": {
         "task": "telemetry.maintain_partitions",
         "schedule": timedelta(hours=env.int("TELEMETRY_MAINTENANCE_HOURS", default=6)),
+    },
+    "connectors-requeue-stalled-calls": {
+        "task": "connectors.requeue_stalled_calls",
+        "schedule": timedelta(minutes=5),
     },
     "device-commands-expire": {
         "task": "devices.expire_commands",

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 WEBHOOK_TOKEN_BYTES = 32
 WEBHOOK_TOKEN_PREFIX_LENGTH = 8
 FINISHED = (CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.DEAD)
+# A sweep hands back at most this many calls; the next one takes the rest.
+STALLED_CALLS_PER_SWEEP = 1_000
 
 
 # Saving connectors.
@@ -205,6 +207,41 @@ def enqueue_delivery(call_id: int) -> None:
 
     # After the commit: a worker that starts at once must find the call.
     transaction.on_commit(lambda: deliver_call.delay(call_id))
+
+
+def requeue_stalled_calls(now: datetime | None = None) -> list[int]:
+    """Hand a worker again the calls whose delivery message was lost; their ids.
+
+    A call waits for a worker in the Celery broker: a broker that restarts without its
+    queue (Redis without persistence, a lost volume) drops it, and the call would stay
+    queued for ever after its 202. A queued call untouched for CONNECTOR_STALLED_CALL_SECONDS,
+    or a retrying one untouched for that plus the longest backoff, is sent again. Marking
+    it touched makes the next sweep leave it alone for as long again. If the original
+    message was only late (workers far behind), the call may be attempted twice, which
+    outbound delivery's at-least-once promise already allows.
+    """
+    now = now or timezone.now()
+    queued_before = now - timedelta(seconds=settings.CONNECTOR_STALLED_CALL_SECONDS)
+    retrying_before = queued_before - timedelta(
+        seconds=settings.CONNECTOR_RETRY_BACKOFF_MAX_SECONDS
+    )
+    with transaction.atomic():
+        stalled = list(
+            ConnectorCall.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(status=CallStatus.QUEUED, updated_at__lt=queued_before)
+                | Q(status=CallStatus.RETRYING, updated_at__lt=retrying_before)
+            )
+            .order_by("updated_at")
+            .values_list("pk", flat=True)[:STALLED_CALLS_PER_SWEEP]
+        )
+        if not stalled:
+            return []
+        ConnectorCall.objects.filter(pk__in=stalled).update(updated_at=now)
+        for call_id in stalled:
+            enqueue_delivery(call_id)
+    logger.warning("connector.calls_requeued", extra={"calls": len(stalled)})
+    return stalled
 
 
 def backoff_seconds(run_attempt: int) -> float:

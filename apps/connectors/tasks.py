@@ -35,6 +35,12 @@ def deliver_call(self: Task[Any, Any], call_id: int) -> str:
     return str(status)
 
 
+@shared_task(name="connectors.requeue_stalled_calls", soft_time_limit=60, time_limit=120)
+def requeue_stalled_calls() -> int:
+    """Beat's sweep: calls whose delivery the broker lost are handed to a worker again."""
+    return len(services.requeue_stalled_calls())
+
+
 @shared_task(name="connectors.poll_collectors", soft_time_limit=30, time_limit=60)
 def poll_collectors() -> int:
     """Beat's tick: queue a poll of every collector source that is due."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from apps.connectors import services
 from apps.connectors.models import CallStatus, ConnectorCall, ConnectorLog, LogStatus
 from apps.connectors.outbound import signature_matches
 from apps.connectors.tests.conftest import make_outbound
@@ -152,3 +155,44 @@ def test_bearer_auth_is_masked_in_the_log(
 
     assert target.calls_to("/b")[0].headers["Authorization"] == "Bearer tok-123456"
     assert "tok-123456" not in ConnectorLog.objects.get(status=LogStatus.SUCCEEDED).request_excerpt
+
+
+def test_a_call_whose_delivery_the_broker_lost_is_sent_by_the_sweep(
+    client_for, tenant_a, target, settings, django_capture_on_commit_callbacks
+):
+    url = target.answer("/lost", (200, {"ok": True}))
+    connector = make_outbound(tenant_a.tenant, url)
+    # The 202 was given, then the broker lost the message: no callback ever runs.
+    with django_capture_on_commit_callbacks(execute=False):
+        response = call(client_for(tenant_a.manager), connector, {"payload": {"n": 1}})
+    assert response.status_code == 202
+    lost = ConnectorCall.objects.get()
+    recent = ConnectorCall.objects.create(
+        tenant=tenant_a.tenant, connector=connector, context={"payload": {"n": 2}}
+    )
+    long_ago = timezone.now() - timedelta(seconds=settings.CONNECTOR_STALLED_CALL_SECONDS + 60)
+    ConnectorCall.objects.filter(pk=lost.pk).update(updated_at=long_ago)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        requeued = services.requeue_stalled_calls()
+
+    assert requeued == [lost.pk]
+    assert [r.json()["payload"] for r in target.calls_to("/lost")] == [{"n": 1}]
+    lost.refresh_from_db()
+    recent.refresh_from_db()
+    assert (lost.status, recent.status) == (CallStatus.SUCCEEDED, CallStatus.QUEUED)
+    # Touched by the sweep: the next one leaves it alone.
+    assert services.requeue_stalled_calls() == []
+
+
+def test_a_retrying_call_is_left_alone_for_its_longest_backoff(tenant_a, target, settings):
+    connector = make_outbound(tenant_a.tenant, target.url("/slow"))
+    waiting = ConnectorCall.objects.create(
+        tenant=tenant_a.tenant, connector=connector, status=CallStatus.RETRYING
+    )
+    now = timezone.now()
+    within_backoff = now - timedelta(seconds=settings.CONNECTOR_STALLED_CALL_SECONDS + 0.1)
+    ConnectorCall.objects.filter(pk=waiting.pk).update(updated_at=within_backoff)
+
+    assert services.requeue_stalled_calls(now) == []
+    assert services.requeue_stalled_calls(now + timedelta(hours=2)) == [waiting.pk]
