@@ -104,6 +104,7 @@ class IngestLimited(exceptions.Throttled):
 
     def __init__(self, limit: limits.Refusal) -> None:
         super().__init__(wait=limit.retry_after, detail=limit.message, code=str(limit.reason))
+        self.retry_after = limit.retry_after
 
 
 class ExportFormatNegotiation(DefaultContentNegotiation):
@@ -178,8 +179,8 @@ class HttpIngestView(APIView):
             return error_response(PayloadTooLarge())
         except exceptions.APIException as error:
             response = error_response(error)
-            if isinstance(error, exceptions.Throttled) and error.wait is not None:
-                response["Retry-After"] = str(int(error.wait))
+            if isinstance(error, IngestLimited):
+                response["Retry-After"] = str(error.retry_after)
             return response
 
     def ingest(self, request: HttpRequest) -> HttpResponse:
