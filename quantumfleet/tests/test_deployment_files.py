@@ -36,8 +36,15 @@ def test_compose_describes_the_stack_and_its_dependencies():
     assert services["web"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
-    for name in ["postgres", "redis", "mqtt", "web"]:
+    for name in ["postgres", "redis", "mqtt", "web", "worker", "teltonika", "mqtt-ingest"]:
         assert "healthcheck" in services[name], name
+    long_running = set(services) - {"migrate"}
+    for name in long_running:
+        assert services[name].get("restart") == "unless-stopped", name
+    assert services["migrate"]["restart"] == "no"
+    for name in ["teltonika", "mqtt-ingest", "worker"]:
+        # Time to store and acknowledge what they hold before they are killed.
+        assert services[name]["stop_grace_period"], name
 
 
 def test_compose_runs_production_mode_without_default_secrets():
