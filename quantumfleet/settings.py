@@ -485,10 +485,13 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
+    "filters": {"mask_secret_paths": {"()": "quantumfleet.logging.MaskSecretPaths"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Refused requests are logged with their path, which for webhooks holds the token.
+    "loggers": {"django.request": {"filters": ["mask_secret_paths"]}},
 }
 
 check_production_settings(
