@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -224,3 +226,20 @@ def test_rejected_input_and_connector_failures_are_listed(operator, fleet, tenan
     assert "connection refused by sink" in operator_page
     assert "data.speed: not a number" in alpha_page
     assert "connection refused by sink" not in alpha_page
+
+
+def fleet_queries(client) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(FLEET).status_code == 200
+    return len(captured.captured_queries)
+
+
+def test_the_fleet_page_costs_the_same_queries_with_many_devices(operator, fleet, tenant_a):
+    few = fleet_queries(operator)
+
+    for index in range(30):
+        device, _ = services.create_device(tenant=tenant_a.tenant, name=f"Extra {index:02}")
+        store(device, 1)
+    many = fleet_queries(operator)
+
+    assert many == few
