@@ -38,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 TRANSPORT_TCP = "teltonika-tcp"
 READ_SIZE = 65_536
-# A device sends its IMEI right after connecting; a silent socket is not a device.
-HANDSHAKE_TIMEOUT = 30.0
 # UDP devices are looked up once a minute at most, not per datagram.
 UDP_DEVICE_CACHE_SECONDS = 60.0
 # How often an active session's last activity is written: often enough for "online".
@@ -73,6 +71,13 @@ class ServerOptions:
     udp: bool = True
     max_connections: int = 20_000
     idle_timeout: float = 600.0
+    # A device sends its IMEI right after connecting: a socket that has not done so this
+    # long after connecting is not a device, however slowly it trickles bytes.
+    handshake_timeout: float = 30.0
+    # A frame, once its first bytes arrived, must be complete this long after: a device
+    # writes a frame at once, while a client sending a byte now and then would otherwise
+    # hold a connection and its buffer for ever without ever being idle.
+    frame_timeout: float = 30.0
     max_frame_bytes: int = codec.MAX_FRAME_LENGTH
     max_bad_frames: int = 3
     batch_max_records: int = 5_000
@@ -89,6 +94,8 @@ class ServerOptions:
             udp=settings.TELTONIKA_UDP,
             max_connections=settings.TELTONIKA_MAX_CONNECTIONS,
             idle_timeout=settings.TELTONIKA_IDLE_TIMEOUT,
+            handshake_timeout=settings.TELTONIKA_HANDSHAKE_TIMEOUT,
+            frame_timeout=settings.TELTONIKA_FRAME_TIMEOUT,
             max_frame_bytes=settings.TELTONIKA_MAX_FRAME_BYTES,
             max_bad_frames=settings.TELTONIKA_MAX_BAD_FRAMES,
             batch_max_records=settings.TELTONIKA_BATCH_MAX_RECORDS,
@@ -328,14 +335,29 @@ class TeltonikaServer:
             await self._close(connection)
 
     async def _converse(self, reader: asyncio.StreamReader, connection: Connection) -> None:
-        frames = codec.TcpFrameReader(max_frame_length=self.options.max_frame_bytes)
-        timeout = HANDSHAKE_TIMEOUT
+        options = self.options
+        frames = codec.TcpFrameReader(max_frame_length=options.max_frame_bytes)
+        handshake_deadline = time.monotonic() + options.handshake_timeout
+        # When the frame waiting in the reader's buffer must be complete (None: no frame).
+        frame_deadline: float | None = None
         while not connection.closing():
+            now = time.monotonic()
+            if connection.device is None:
+                timeout, reason = handshake_deadline - now, "no_imei"
+            else:
+                timeout, reason = options.idle_timeout, "idle_timeout"
+            if frame_deadline is not None and frame_deadline - now < timeout:
+                timeout, reason = frame_deadline - now, "frame_timeout"
             reading = connection.reading = asyncio.ensure_future(reader.read(READ_SIZE))
             try:
-                data = await asyncio.wait_for(reading, timeout)
+                data = await asyncio.wait_for(reading, max(timeout, 0.0))
             except TimeoutError:
-                connection.close_reason = "idle_timeout" if connection.device else "no_imei"
+                connection.close_reason = reason
+                if reason == "frame_timeout":
+                    logger.info(
+                        "teltonika.frame_timeout",
+                        extra={**self._log_fields(connection), "buffered": frames.buffered},
+                    )
                 return
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -363,12 +385,15 @@ class TeltonikaServer:
                     extra={**self._log_fields(connection), "error": str(error)},
                 )
                 return
+            if not frames.buffered:
+                frame_deadline = None
+            elif ready or frame_deadline is None:
+                # A new frame has started: its clock starts now.
+                frame_deadline = time.monotonic() + options.frame_timeout
             for frame in ready:
                 await self._on_frame(connection, frame)
                 if connection.closing():
                     return
-            if connection.device is not None:
-                timeout = self.options.idle_timeout
             if self.stopping:
                 connection.close_reason = "server_shutdown"
                 return
