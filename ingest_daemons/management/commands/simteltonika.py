@@ -50,6 +50,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--duration", type=float, default=0, help="Seconds to send for, instead of --count."
         )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=0,
+            help="Seconds between one tracker's packets, as a tracker's send period; "
+            "0 sends the next packet as soon as the last is acknowledged.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         first_imei = options["imei"]
@@ -113,11 +120,19 @@ class Command(BaseCommand):
             self.stderr.write(f"IMEI {tracker.imei}: cannot connect ({error}).")
             return
         sent = 0
+        interval = options["interval"]
+        next_send = time.monotonic()
         try:
             while (deadline is None and sent < options["count"]) or (
                 deadline is not None and time.monotonic() < deadline
             ):
-                records = tracker.next_records(options["records_per_packet"])
+                if interval:
+                    if deadline is not None and next_send >= deadline:
+                        break
+                    # On a fixed beat, so a slow ACK does not lower the tracker's rate.
+                    await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+                    next_send += interval
+                records = tracker.next_records(options["records_per_packet"], interval or 1.0)
                 acknowledged = await tracker.send(records)
                 if acknowledged != len(records):
                     raise ConnectionError(f"ACK {acknowledged} for {len(records)} records")

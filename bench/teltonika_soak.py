@@ -1,0 +1,234 @@
+"""Teltonika soak: many idle connections and a steady stream for minutes; memory, files, rate.
+
+Run it from the root of a checkout after ``make install``, on a machine with PostgreSQL::
+
+    .venv/bin/python bench/teltonika_soak.py                      # 10 minutes
+    .venv/bin/python bench/teltonika_soak.py --minutes 2 --idle 2000
+
+It recreates its own database (as bench/teltonika_bench.py does), starts ``manage.py
+runteltonika``, opens ``--idle`` connections that send their IMEI and then nothing, and
+runs ``manage.py simteltonika`` with ``--active`` trackers each sending a packet every
+``--interval`` seconds for the whole run. Every ``--sample`` seconds it reads the daemon's
+resident memory and open file descriptors (from /proc) and the rows stored since the last
+sample. It prints the samples and a summary: memory and descriptors from the end of the
+first minute to the end (flat, or growing), the ingest rate's spread, and whether every
+acknowledged record was stored. Exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import telemetry_bench as common
+import teltonika_bench as teltonika
+from telemetry_bench import BenchError, scalar
+
+logger = logging.getLogger("bench.teltonika_soak")
+
+# Growth from the end of the first minute to the end that still counts as flat.
+MEMORY_GROWTH_ALLOWED = 0.10
+DESCRIPTORS_GROWTH_ALLOWED = 10
+# The slowest sample's rate against the median: a steady stream stays close to it.
+RATE_SPREAD_ALLOWED = 0.8
+
+
+@dataclass
+class Sample:
+    seconds: float
+    resident_kib: int
+    descriptors: int
+    rows: int
+    rate: float
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def soak(args: argparse.Namespace, database_url: str) -> tuple[list[Sample], str]:
+    port = common.free_port()
+    with teltonika.running_daemon(database_url, port) as daemon:
+        connections = await open_idle(port, args.idle)
+        logger.info("%s idle connections open", f"{len(connections):,}")
+        simulator = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "manage.py",
+            "simteltonika",
+            "--port",
+            str(port),
+            "--imei",
+            str(teltonika.FIRST_IMEI + args.idle),
+            "--devices",
+            str(args.active),
+            "--records-per-packet",
+            str(args.records_per_packet),
+            "--interval",
+            str(args.interval),
+            "--duration",
+            str(args.minutes * 60),
+            cwd=common.REPO_ROOT,
+            env={**os.environ, "DJANGO_ENV": "test", "DATABASE_URL": database_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        samples = await sample_until_done(daemon.pid, simulator, args.sample)
+        output, _ = await simulator.communicate()
+        for _, writer in connections:
+            writer.close()
+    if simulator.returncode != 0:
+        raise BenchError(f"simteltonika failed: {output.decode()[-2000:]}")
+    return samples, output.decode().strip()
+
+
+async def open_idle(port: int, count: int) -> list[tuple[asyncio.StreamReader, Any]]:
+    from ingest_daemons.teltonika import codec
+
+    opened: list[tuple[asyncio.StreamReader, Any]] = []
+    for start in range(0, count, 500):
+        opened.extend(
+            await asyncio.gather(
+                *(
+                    teltonika.open_one(port, teltonika.FIRST_IMEI + number, codec.encode_imei)
+                    for number in range(start, min(start + 500, count))
+                )
+            )
+        )
+    return opened
+
+
+async def sample_until_done(
+    pid: int, simulator: asyncio.subprocess.Process, every: float
+) -> list[Sample]:
+    started = time.monotonic()
+    samples: list[Sample] = []
+    last_rows = await asyncio.to_thread(scalar, "SELECT count(*) FROM telemetry")
+    last_time = started
+    while simulator.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(simulator.wait(), every)
+        now = time.monotonic()
+        rows = await asyncio.to_thread(scalar, "SELECT count(*) FROM telemetry")
+        sample = Sample(
+            seconds=now - started,
+            resident_kib=teltonika.resident_kib(pid),
+            descriptors=open_descriptors(pid),
+            rows=rows,
+            rate=(rows - last_rows) / (now - last_time),
+        )
+        samples.append(sample)
+        logger.info(
+            "%6.0f s  %7.1f MiB  %6d fds  %10s rows  %8.0f rows/s",
+            sample.seconds,
+            sample.resident_kib / 1024,
+            sample.descriptors,
+            f"{rows:,}",
+            sample.rate,
+        )
+        last_rows, last_time = rows, now
+    return samples
+
+
+def summarise(samples: list[Sample], simulator_summary: str, expected_rate: float) -> list[str]:
+    """The summary lines; raises BenchError listing every check that failed."""
+    # The last sample ends with the simulator, partway through its interval.
+    full = [sample for sample in samples if sample.seconds >= 60][:-1] or samples
+    first, last = full[0], full[-1]
+    rates = [sample.rate for sample in full]
+    median = statistics.median(rates)
+    growth = (last.resident_kib - first.resident_kib) / first.resident_kib
+    acknowledged = int(
+        re.search(r"([\d,]+) records", simulator_summary).group(1).replace(",", "")  # type: ignore[union-attr]
+    )
+    stored = samples[-1].rows
+    lines = [
+        f"memory (RSS) after the first minute -> at the end: {first.resident_kib / 1024:.1f} -> "
+        f"{last.resident_kib / 1024:.1f} MiB ({growth:+.1%}; max "
+        f"{max(s.resident_kib for s in samples) / 1024:.1f} MiB)",
+        f"open file descriptors: {first.descriptors} -> {last.descriptors}",
+        f"rows/s per sample: min {min(rates):,.0f}, median {median:,.0f}, max {max(rates):,.0f} "
+        f"(the load sends {expected_rate:,.0f}/s)",
+        f"records acknowledged {acknowledged:,}, stored {stored:,}",
+    ]
+    failures = []
+    if growth > MEMORY_GROWTH_ALLOWED:
+        failures.append(f"memory grew {growth:.1%}")
+    if last.descriptors - first.descriptors > DESCRIPTORS_GROWTH_ALLOWED:
+        failures.append("file descriptors grew")
+    if min(rates) < RATE_SPREAD_ALLOWED * median:
+        failures.append("the ingest rate dipped below 80 % of its median")
+    if stored < acknowledged:
+        failures.append(f"{acknowledged - stored} acknowledged records not stored")
+    if failures:
+        raise BenchError("; ".join(failures) + "\n" + "\n".join(lines))
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", teltonika.DEFAULT_DATABASE_URL),
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--idle", type=int, default=10_000, help="Idle connections held open.")
+    parser.add_argument("--active", type=int, default=500, help="Trackers sending all along.")
+    parser.add_argument("--records-per-packet", type=int, default=5)
+    parser.add_argument("--interval", type=float, default=1.0, help="Seconds between packets.")
+    parser.add_argument("--sample", type=float, default=30.0, help="Seconds between samples.")
+    parser.add_argument("--keep-database", dest="drop_database", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = args.idle + args.active + 200
+    if hard < needed:
+        sys.stderr.write(f"The open-file limit ({hard}) is below the {needed} needed.\n")
+        return 2
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    name = common.recreate_database(args.database_url)
+    try:
+        common.setup_django(args.database_url)
+        teltonika.register_trackers(args.idle + args.active)
+        samples, summary = asyncio.run(soak(args, args.database_url))
+        expected = args.active * args.records_per_packet / args.interval
+        sys.stdout.write(
+            f"Quantum Fleet Teltonika soak, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
+            f"{args.idle:,} idle connections, {args.active} trackers sending "
+            f"{args.records_per_packet} records every {args.interval:g} s, "
+            f"{args.minutes:g} minutes\n"
+        )
+        sys.stdout.write(f"simulator: {summary}\n")
+        try:
+            lines = summarise(samples, summary, expected)
+        except BenchError as error:
+            sys.stdout.write(f"FAILED: {error}\n")
+            return 1
+        sys.stdout.write("\n".join(lines) + "\n")
+    finally:
+        if args.drop_database:
+            common.close_django_connections()
+            common.drop_database(args.database_url, name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
