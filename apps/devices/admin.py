@@ -4,6 +4,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -22,8 +23,31 @@ from apps.telemetry.models import DeviceState
 from apps.tenants.admin_scoping import TenantScopedAdminMixin
 
 
+class DeviceAdminForm(forms.ModelForm[Device]):
+    """The device form; a new device must fit its tenant's device quota."""
+
+    class Meta:
+        model = Device
+        fields = ["tenant", "name", "external_id", "model", "protocol", "is_active"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        tenant = cleaned.get("tenant")
+        if tenant is not None and not self.instance.pk:
+            # The admin validates inside its transaction, so the quota's row lock holds
+            # until the device is saved.
+            try:
+                services.check_device_quota(tenant)
+            except services.DeviceQuotaExceededError as error:
+                raise forms.ValidationError(
+                    f"{tenant} may have at most {error.limit} devices; delete one first."
+                ) from None
+        return cleaned
+
+
 @admin.register(Device)
 class DeviceAdmin(TenantScopedAdminMixin, admin.ModelAdmin[Device]):
+    form = DeviceAdminForm
     list_display = [
         "name",
         "tenant",

@@ -177,3 +177,18 @@ def test_changes_made_in_the_admin_are_in_the_audit_trail(
         ("device.deleted", superuser.pk),
     ]
     assert events[1][2]["fields"] == ["model"]
+
+
+def test_the_admin_refuses_a_device_past_the_tenants_quota(operator, tenant_a):
+    tenant_a.tenant.max_devices = 1
+    tenant_a.tenant.save()
+    services.create_device(tenant=tenant_a.tenant, name="The only one")
+
+    response = operator.post(
+        "/admin/devices/device/add/",
+        {"tenant": tenant_a.tenant.pk, "name": "One too many", "protocol": "http", "model": ""},
+    )
+
+    assert response.status_code == 200
+    assert "may have at most 1 devices" in response.content.decode()
+    assert not Device.objects.filter(name="One too many").exists()
