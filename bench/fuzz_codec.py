@@ -44,7 +44,7 @@ def report(checker: fuzzing.Checker, elapsed: float) -> None:
     say(f"frames tried        {tally.inputs:,}")
     say(f"decodes             {tally.decodes:,}")
     say(f"seconds             {elapsed:,.0f} ({tally.inputs / max(elapsed, 1e-9):,.0f} frames/s)")
-    say(f"slowest decode      {tally.slowest_seconds * 1000:.2f} ms: {tally.slowest}")
+    say(f"slowest decode      {tally.slowest_seconds * 1000:.2f} ms CPU: {tally.slowest}")
     say(
         f"peak memory         {tally.peak_bytes / 1024:,.0f} KiB: {tally.peak} "
         f"(traced on {tally.memory_checked:,} frames)"

@@ -195,7 +195,11 @@ def check_timestamp(ts: datetime, now: datetime, index: int | None = None) -> da
         # Devices that omit the offset send UTC, as the protocol documents require.
         ts = ts.replace(tzinfo=UTC)
     elif ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
+        try:
+            ts = ts.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01 east of UTC or 9999-12-31 west of it: no datetime holds it in UTC.
+            raise InvalidPointError("ts", "Is out of the range of dates.", index) from None
     if ts < EARLIEST_TS:
         raise InvalidPointError("ts", "Is before 2000-01-01: the device clock is not set.", index)
     if ts > now + LATEST_TS_AHEAD:

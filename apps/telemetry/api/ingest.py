@@ -81,7 +81,8 @@ def to_readings(raw_points: list[RawPoint], now: datetime) -> list[Reading]:
     for raw in raw_points:
         ts = now if raw.ts is None and raw.index is None else parse_timestamp(raw)
         try:
-            check_timestamp(ts, now)
+            # In UTC from here on: the batcher matches the stored keys to these times.
+            ts = check_timestamp(ts, now)
         except InvalidPointError as error:
             raise serializers.ValidationError({f"{raw.path}ts": [error.message]}) from None
         if not isinstance(raw.data, dict):
@@ -96,6 +97,9 @@ def parse_timestamp(raw: RawPoint) -> datetime:
             {f"{raw.path}ts": ["Must be an ISO-8601 string, e.g. 2025-01-01T12:00:00Z."]}
         )
     try:
+        if "\x00" in raw.ts:
+            # Python's ISO parser stops at a NUL instead of refusing what follows it.
+            raise ValueError("NUL character")
         return datetime.fromisoformat(raw.ts.strip())
     except ValueError:
         raise serializers.ValidationError(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -15,11 +16,21 @@ class IngestResultSerializer(serializers.Serializer[Any]):
     )
 
 
+class IsoDateTimeField(serializers.DateTimeField):
+    """DRF's date-time field, refusing NUL characters: Python's ISO parser stops at a NUL
+    and would read ``2025-01-01\x00anything`` as 2025-01-01."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if isinstance(value, str) and "\x00" in value:
+            raise serializers.ValidationError("Must not contain NUL characters.")
+        return super().to_internal_value(value)
+
+
 class TelemetryQuerySerializer(serializers.Serializer[Any]):
     """The query of ``/telemetry/query``, from the query string (GET) or the body (POST)."""
 
     device_id = serializers.IntegerField(min_value=1)
-    to = serializers.DateTimeField(required=False, help_text="End of the range, exclusive.")
+    to = IsoDateTimeField(required=False, help_text="End of the range, exclusive.")
     limit = serializers.IntegerField(
         min_value=1,
         required=False,
@@ -46,7 +57,7 @@ class TelemetryQuerySerializer(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
         # "from" is a Python keyword, so it cannot be declared as an attribute.
-        fields["from"] = serializers.DateTimeField(
+        fields["from"] = IsoDateTimeField(
             required=False, help_text="Start of the range, inclusive (ISO-8601)."
         )
         return fields
