@@ -98,6 +98,9 @@ def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]
             codes = ["400"]
             if operation.get("security") != [{}] and {} not in operation.get("security", []):
                 codes += ["401", "403", "429"]
+            elif path.startswith("/auth/"):
+                # Public, but each client address has a rate (API_AUTH_THROTTLE_RATE).
+                codes.append("429")
             if "{" in path:
                 codes.append("404")
             if method in {"post", "put", "patch"}:
