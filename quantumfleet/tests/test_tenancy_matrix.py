@@ -698,6 +698,7 @@ def send(user: User, call: Call, body: str, world: World) -> tuple[Any, str, Any
 
 def run_matrix(world: World, role: str, mode: str) -> list[str]:
     values = foreign_values(world)
+    untouched = owned_rows(world.b.tenant_id)
     user = world.user(role)
     failures: list[str] = []
     for method, template in schema_operations():
@@ -705,7 +706,6 @@ def run_matrix(world: World, role: str, mode: str) -> list[str]:
         if route is None:
             continue  # Reported by test_every_route_of_the_schema_has_a_matrix_entry.
         for call in calls_for(world, method, template, route, role, mode):
-            before = owned_rows(world.b.tenant_id) if method != "get" else None
             body = json.dumps(call.body) if call.body is not None else ""
             if route.public is not None:
                 # Device routes store points in a durable transaction of their own, which
@@ -725,7 +725,7 @@ def run_matrix(world: World, role: str, mode: str) -> list[str]:
             sent = f"{call.path} {call.query} {body} {call.tenant_header}"
             if names := leaked(text, sent, values, call.allowed_values):
                 failures.append(f"{where}: the answer shows tenant B's {', '.join(names)}")
-            if before != after:
+            if after is not None and after != untouched:
                 failures.append(f"{where}: tenant B's data changed")
     return failures
 
