@@ -8,6 +8,9 @@ bench/fuzz_codec.py runs the same checks over millions of frames, out of CI.
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -149,3 +152,27 @@ def test_the_checker_reports_a_decoder_that_breaks_a_rule(
         checker.check(b"\x00\x01", "test")
     assert failure.value.decoder == "broken"
     assert problem in failure.value.problem
+
+
+@pytest.mark.parametrize("engine", ["random", "atheris"])
+def test_the_long_run_script_runs_with_each_engine(tmp_path: Path, engine: str) -> None:
+    pytest.importorskip(engine)
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    script = Path(__file__).resolve().parents[3] / "bench" / "fuzz_codec.py"
+
+    arguments = ["--engine", engine, "--frames", "400", "--seed", "1", "--memory-every", "1"]
+    finished = subprocess.run(  # noqa: S603  (our own script, fixed arguments)
+        [sys.executable, str(script), *arguments, "--corpus", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "frames tried        4" in finished.stdout
+    assert "decode_avl_frame: " in finished.stdout
+    assert sorted(path.name for path in corpus.iterdir()) == sorted(
+        path.name for path in CORPUS.iterdir()
+    )
