@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ class Command(BaseCommand):
             return
         sent = 0
         interval = options["interval"]
-        next_send = time.monotonic()
+        # Trackers are not in step: each starts its period at its own moment.
+        next_send = time.monotonic() + random.uniform(0, interval)  # noqa: S311
         try:
             while (deadline is None and sent < options["count"]) or (
                 deadline is not None and time.monotonic() < deadline
