@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections, connections
 
+from apps.devices.services import active_device_ids
 from apps.telemetry import limits
 from apps.telemetry.services import IngestResult, Point, ingest_points
 
@@ -94,6 +95,7 @@ class _Submission:
     points: Sequence[Point]
     done: asyncio.Future[StoredCounts]
     refusal: limits.Refusal | None = None
+    device_refused: bool = False
 
 
 class PointWriter:
@@ -157,11 +159,19 @@ class PointWriter:
                     submission.done.set_exception(error)
             return
         for submission in batch:
-            if submission.refusal is not None and not submission.done.done():
+            if submission.done.done():
+                continue
+            if submission.device_refused:
+                submission.done.set_exception(DeviceRefusedError())
+            elif submission.refusal is not None:
                 submission.done.set_exception(LimitedError(submission.refusal))
         for submission, counts in zip(admitted, split_counts(admitted, result), strict=True):
             if not submission.done.done():
                 submission.done.set_result(counts)
+
+
+class DeviceRefusedError(Exception):
+    """The device was deactivated or deleted since its connection opened."""
 
 
 class LimitedError(Exception):
@@ -174,11 +184,16 @@ class LimitedError(Exception):
 
 def store_admitted(batch: Sequence[_Submission]) -> tuple[list[_Submission], IngestResult]:
     """Write the submissions the ingest limits admit; mark the others with their refusal."""
+    # A device deactivated or deleted since its connection opened is refused now.
+    active = active_device_ids({submission.points[0].device_id for submission in batch})
     # A connection's packet holds one device's records.
     sizes: dict[int, list[int]] = {}
     tenants: dict[int, int] = {}
     for submission in batch:
         first = submission.points[0]
+        if first.device_id not in active:
+            submission.device_refused = True
+            continue
         sizes.setdefault(first.device_id, []).append(len(submission.points))
         tenants[first.device_id] = first.tenant_id
     refused = limits.admit(
@@ -189,6 +204,8 @@ def store_admitted(batch: Sequence[_Submission]) -> tuple[list[_Submission], Ing
     admitted = []
     for submission in batch:
         device_id = submission.points[0].device_id
+        if submission.device_refused:
+            continue
         if device_id in refused:
             if admitted_left[device_id] == 0:
                 submission.refusal = refused[device_id]

@@ -157,6 +157,26 @@ def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int,
         return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
 
 
+def active_device_ids(device_ids: Collection[int]) -> set[int]:
+    """Which of these devices exist and are active, in one indexed query.
+
+    The Teltonika daemon asks this for every batch it writes, so that a device
+    deactivated or deleted while connected is refused from its next packet on.
+    """
+    ids = list(device_ids)
+    if not ids:
+        return set()
+    params: list[Any]
+    if connection.vendor == "postgresql":
+        condition, params = "id = ANY(%s::bigint[])", [ids]
+    else:
+        condition, params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
+    sql = f"SELECT id FROM devices WHERE is_active AND {condition}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
+
+
 # Commands to devices. The web process queues; the daemon holding the device's connection
 # claims, sends and records the answer. The database is the only channel between them, so
 # it works with the processes apart and with several daemons.

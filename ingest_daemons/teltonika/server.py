@@ -32,7 +32,12 @@ from apps.telemetry.services import EARLIEST_TS, LATEST_TS_AHEAD, Point
 from apps.tenants.models import Tenant
 from ingest_daemons.teltonika import codec
 from ingest_daemons.teltonika.mapping import record_data
-from ingest_daemons.writer import DatabaseThreads, LimitedError, PointWriter
+from ingest_daemons.writer import (
+    DatabaseThreads,
+    DeviceRefusedError,
+    LimitedError,
+    PointWriter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ RECORDS_DUPLICATE = Counter("teltonika_records_duplicate", "AVL records already 
 RECORDS_REJECTED = Counter("teltonika_records_rejected", "AVL records the ingest refused.")
 BAD_FRAMES = Counter("teltonika_bad_frames", "Frames that did not decode.", ["transport"])
 STORAGE_FAILURES = Counter("teltonika_storage_failures", "Packets not stored, so not ACKed.")
+PACKETS_REFUSED = Counter(
+    "teltonika_packets_refused", "Packets of a device deactivated or deleted while connected."
+)
 PACKETS_LIMITED = Counter(
     "teltonika_packets_limited", "Packets over an ingest limit, so not ACKed.", ["reason"]
 )
@@ -489,6 +497,12 @@ class TeltonikaServer:
             points = packet_points(device, packet.codec_id, packet.records)
             try:
                 counts = await self.writer.store(points)
+            except DeviceRefusedError:
+                # Deactivated or deleted while connected: refused as at the handshake.
+                PACKETS_REFUSED.inc()
+                logger.info("teltonika.device_refused", extra=self._log_fields(connection))
+                connection.close_reason = "device_inactive"
+                return
             except LimitedError as error:
                 # Not acknowledged and left open: the tracker keeps the records and sends
                 # them again after its own response timeout, which is the pause the limit
@@ -696,6 +710,11 @@ class TeltonikaServer:
         points = packet_points(device, packet.avl.codec_id, packet.avl.records)
         try:
             counts = await self.writer.store(points)
+        except DeviceRefusedError:
+            PACKETS_REFUSED.inc()
+            # Looked up again with the next datagram.
+            self._udp_devices.pop(packet.imei, None)
+            return
         except LimitedError as error:
             # No ACK: the tracker sends the datagram again later.
             PACKETS_LIMITED.labels(str(error.refusal.reason)).inc()

@@ -72,6 +72,25 @@ class TestHandshake:
         assert tracker.handshake(IMEI) == b"\x00"
         assert tracker.is_closed_by_server()
 
+    @pytest.mark.parametrize("change", ["deactivated", "deleted"])
+    def test_a_device_removed_while_connected_is_refused_from_its_next_packet(
+        self, plain_tracker, tracker_device, change
+    ):
+        tracker = plain_tracker()
+        assert tracker.handshake(IMEI) == b"\x01"
+        tracker.send(frame(2))
+        assert tracker.ack() == 2
+
+        if change == "deactivated":
+            device_services.update_device(tracker_device, is_active=False)
+        else:
+            device_services.delete_device(tracker_device)
+        tracker.send(frame(3, T0_MS + 60_000))
+
+        assert tracker.ack(timeout=NO_ACK_WAIT) is None
+        assert tracker.is_closed_by_server()
+        assert stored(tracker_device.pk) == (2 if change == "deactivated" else 0)
+
     def test_a_malformed_imei_is_refused(self, plain_tracker, tracker_device):
         tracker = plain_tracker()
         tracker.send(b"\x00\x0f" + b"35630704244101X")
@@ -286,6 +305,23 @@ class TestUdp:
 
         assert codec.decode_udp_ack(ack) == (0xCAFE, 7, 3)
         assert stored(tracker_device.pk) == 3
+
+    def test_a_device_deactivated_since_its_last_datagram_is_refused_at_once(
+        self, daemon, tracker_device
+    ):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            first = codec.encode_udp_datagram(1, 1, IMEI, codec.CODEC_8E, records(2))
+            udp.sendto(first, ("127.0.0.1", daemon.server.udp_port))
+            assert codec.decode_udp_ack(udp.recvfrom(64)[0]) == (1, 1, 2)
+
+            device_services.update_device(tracker_device, is_active=False)
+            udp.settimeout(NO_ACK_WAIT)
+            later = codec.encode_udp_datagram(2, 2, IMEI, codec.CODEC_8E, records(2, T0_MS + 9000))
+            udp.sendto(later, ("127.0.0.1", daemon.server.udp_port))
+            with pytest.raises(TimeoutError):
+                udp.recvfrom(64)
+        assert stored(tracker_device.pk) == 2
 
     def test_a_datagram_of_an_unknown_imei_is_not_acknowledged(self, daemon, tracker_device):
         datagram = codec.encode_udp_datagram(1, 1, OTHER_IMEI, codec.CODEC_8, records(1))
