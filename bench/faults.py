@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults.runs import FAULTS, Plan, migrate, run_fault
+from tests.faults.runs import FAULTS, Plan, cast_runs, migrate, run_fault
 from tests.faults.services import PrivateServices
 
 
@@ -44,6 +44,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=Plan.devices, help="Devices per run.")
     parser.add_argument(
         "--points", type=int, default=Plan.points_per_device, help="Points per device."
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=Plan.load_seconds,
+        help="How long the load lasts without a fault (0: as fast as it goes).",
     )
     parser.add_argument(
         "--downtime",
@@ -72,6 +78,7 @@ def main() -> int:
         devices=arguments.devices,
         points_per_device=arguments.points,
         fault_after=arguments.fault_after,
+        load_seconds=arguments.load_seconds,
         downtime=arguments.downtime,
         send_timeout=arguments.send_timeout,
     )
@@ -89,8 +96,9 @@ def main() -> int:
     try:
         services.start(mosquitto=any(transport == "mqtt" for transport, _ in runs))
         migrate(services)
-        for transport, fault in runs:
-            report = run_fault(services, transport, fault, plan)
+        casts = cast_runs(services, [transport for transport, _ in runs], plan.devices)
+        for (transport, fault), cast in zip(runs, casts, strict=True):
+            report = run_fault(services, transport, fault, plan, cast=cast)
             sys.stdout.write(report.line() + "\n")
             sys.stdout.flush()
             if not report.perfect:

@@ -94,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.audit.middleware.RequestOriginMiddleware",
+    # Last, so it sees a view's exception first: a database away is a 503, not a 500.
+    "quantumfleet.api.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "quantumfleet.urls"

@@ -56,18 +56,23 @@ def write_rows(rows: Iterable[Row], *, device_ids: Collection[int], expected: in
     Committed before it returns; a RuntimeError inside a caller's transaction, where
     "returned" would not mean "committed". ``device_ids`` covers every row's device and
     ``expected`` is about how many rows come: together they choose the path up front.
-    """
-    postgres = connection.vendor == "postgresql"
-    if postgres and expected < COPY_THRESHOLD:
-        refuse_open_transaction()
-        # A single statement commits on its own: no BEGIN and COMMIT round trips, which
-        # are most of the cost of one HTTP point.
-        return insert_rows_in_one_statement(sort_by_key(rows))
 
-    with transaction.atomic(durable=True):
-        inserted = copy_rows(rows, device_ids) if postgres else insert_rows(sort_by_key(rows))
-        update_device_states(inserted)
-    return {(row.device_id, row.ts) for row in inserted}
+    Errors of the psycopg cursors used here leave as Django's, as those of Django's own
+    cursors do: a lost database is an ``OperationalError`` that callers retry, and the
+    broken connection is marked for ``close_old_connections`` to replace.
+    """
+    with connection.wrap_database_errors:
+        postgres = connection.vendor == "postgresql"
+        if postgres and expected < COPY_THRESHOLD:
+            refuse_open_transaction()
+            # A single statement commits on its own: no BEGIN and COMMIT round trips,
+            # which are most of the cost of one HTTP point.
+            return insert_rows_in_one_statement(sort_by_key(rows))
+
+        with transaction.atomic(durable=True):
+            inserted = copy_rows(rows, device_ids) if postgres else insert_rows(sort_by_key(rows))
+            update_device_states(inserted)
+        return {(row.device_id, row.ts) for row in inserted}
 
 
 def refuse_open_transaction() -> None:

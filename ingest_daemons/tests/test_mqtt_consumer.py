@@ -201,7 +201,9 @@ def test_messages_held_during_an_outage_come_back_to_the_next_session(
             {"data": {"n": second}, "ts": iso(T0 + timedelta(seconds=second))},
         )
     publisher.flush()
-    wait_until(lambda: first.totals.messages == 5, what="five messages received")
+    # The first batch may hold fewer than five: the rest wait behind it, unread, while it
+    # is retried; all of them are the next session's.
+    wait_until(lambda: first.totals.messages >= 1, what="a message received")
     wait_until(lambda: first.totals.storage_failures >= 1, what="a failed write")
 
     # Stopped while the database is still down: nothing was stored, nothing acknowledged.

@@ -12,9 +12,10 @@ compares the devices' ledger with the rows stored:
 
 The faults: ``kill`` (SIGKILL of the receiving process and everything it started, then a
 restart), ``postgres`` (an immediate, crash-like stop of PostgreSQL, then a start),
-``redis`` (Redis killed and started empty) and ``broker`` (Mosquitto stopped and started
-again with its persistence). Nothing here imports Django: the processes under test are
-separate, as in production.
+``redis`` (Redis killed and started empty), ``broker`` (Mosquitto stopped and started
+again with its persistence) and ``reboot`` (the MQTT consumer stopped, the broker
+restarted while it is away, the consumer started again, as a host restart does). Nothing
+here imports Django: the processes under test are separate, as in production.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from tests.faults.services import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULTS = {
     "http": ("kill", "postgres", "redis"),
-    "mqtt": ("kill", "postgres", "redis", "broker"),
+    "mqtt": ("kill", "postgres", "redis", "broker", "reboot"),
     "teltonika": ("kill", "postgres", "redis"),
 }
 # Points sent per request (HTTP), per message (MQTT) and per packet (Teltonika).
@@ -81,6 +82,9 @@ class Plan:
     points_per_device: int = 100
     # The fault starts once this share of all points is acknowledged.
     fault_after: float = 0.4
+    # How long the load lasts without a fault: devices send at a steady pace, so that the
+    # fault meets points on their way through every part of the path.
+    load_seconds: float = 3.0
     # How long the failed process or service stays down.
     downtime: float = 1.0
     # How long the devices keep trying, and how long the database may take to catch up.
@@ -100,11 +104,15 @@ class Report:
     lost: int
     unexpected: int
     resent: int
-    # Rows stored when the fault began: more than none and fewer than all is mid-stream.
+    # Rows stored when the fault began: the fault must meet the stream well under way.
     stored_at_fault: int
     fault_seconds: float
     seconds: float
     failures: list[str] = field(default_factory=list)
+    # Whether the receiving process ended by itself during the run.
+    crashed: bool = False
+    # Answers that acknowledged nothing, by kind ("HTTP 503"), and how often.
+    refusals: dict[str, int] = field(default_factory=dict)
     log_tail: str = ""
 
     def line(self) -> str:
@@ -114,17 +122,20 @@ class Report:
             f"duplicates={self.duplicates} lost={self.lost} unexpected={self.unexpected} "
             f"resent={self.resent} stored_at_fault={self.stored_at_fault} "
             f"fault_s={self.fault_seconds:.1f} took_s={self.seconds:.1f}"
+            + (" receiver_crashed" if self.crashed else "")
         )
 
     @property
     def mid_stream(self) -> bool:
-        return 0 < self.stored_at_fault < self.sent
+        """Whether the fault met a stream well under way and far from its end."""
+        return 0.05 * self.sent < self.stored_at_fault < 0.95 * self.sent
 
     @property
     def perfect(self) -> bool:
         return (
             self.sent == self.acknowledged == self.stored
             and self.duplicates == self.lost == self.unexpected == 0
+            and not self.crashed
         )
 
 
@@ -274,23 +285,44 @@ def make_receiver(transport: str, services: PrivateServices, log: Path) -> Recei
     raise ValueError(f"unknown transport {transport!r}")
 
 
-def prime_consumer_session(port: int) -> None:
+def prime_consumer_session(port: int, protocol: str) -> None:
     """Open the consumer's persistent session and subscription before it first runs.
 
     From then on the broker keeps every message of ``ingest/+`` for the consumer, whether
-    it is running, killed or starting, as it does for a consumer that has run before.
+    it is running, killed or starting, as it does for a consumer that has run before. The
+    session of an earlier run is discarded first. The session is then opened as the
+    consumer opens it, without a clean start: Mosquitto 2.0.11 does not restore, after a
+    restart, the session of an absent MQTT 5 client that had connected with a clean start.
     """
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=MQTT_CLIENT_ID, protocol=mqtt.MQTTv5
-    )
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = MQTT_SESSION_EXPIRY
+    version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+
+    def connect(clean: bool) -> mqtt.Client:
+        if version == mqtt.MQTTv5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=MQTT_CLIENT_ID, protocol=version
+            )
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0 if clean else MQTT_SESSION_EXPIRY
+            client.connect("127.0.0.1", port, clean_start=clean, properties=properties)
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=MQTT_CLIENT_ID,
+                protocol=version,
+                clean_session=clean,
+            )
+            client.connect("127.0.0.1", port)
+        client.loop_start()
+        wait_until(client.is_connected, START_TIMEOUT, "the broker to accept the session")
+        return client
+
+    forget = connect(clean=True)
+    forget.disconnect()
+    forget.loop_stop()
+    client = connect(clean=False)
     subscribed = threading.Event()
     client.on_subscribe = lambda *args: subscribed.set()
-    client.connect("127.0.0.1", port, clean_start=True, properties=properties)
-    client.loop_start()
     try:
-        wait_until(client.is_connected, START_TIMEOUT, "the broker to accept the session")
         client.subscribe("ingest/+", qos=1)
         if not subscribed.wait(START_TIMEOUT):
             raise TimeoutError("the broker did not confirm the subscription")
@@ -299,17 +331,43 @@ def prime_consumer_session(port: int) -> None:
         client.loop_stop()
 
 
-def seed(services: PrivateServices, spec: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Cast:
+    """The tenant and devices of one run, in the private database."""
+
+    tenant_id: int
+    keys: list[str]
+    device_ids: dict[str, int]
+
+
+def cast_runs(services: PrivateServices, transports: Sequence[str], devices: int) -> list[Cast]:
+    """Create the tenant and devices of each run, all with one process (Django starts once)."""
+    specs: list[dict[str, Any]] = []
+    keys: list[list[str]] = []
+    for transport in transports:
+        run = f"{uuid.uuid4().hex[:8]}{next(_run_numbers):02d}"
+        keys.append(device_keys(transport, run, devices))
+        specs.append(
+            {
+                "slug": f"fault-{run}",
+                "protocol": "teltonika" if transport == "teltonika" else "token",
+                "devices": keys[-1],
+                "rule": True,
+            }
+        )
     completed = subprocess.run(  # noqa: S603  (the project's own command)
-        [sys.executable, "-m", "tests.faults.seed", json.dumps(spec)],
+        [sys.executable, "-m", "tests.faults.seed", json.dumps(specs)],
         cwd=REPO_ROOT,
         env=base_environment(services),
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=300,
     )
-    result: dict[str, Any] = json.loads(completed.stdout.decode().strip().splitlines()[-1])
-    return result
+    results = json.loads(completed.stdout.decode().strip().splitlines()[-1])
+    return [
+        Cast(result["tenant_id"], run_keys, result["devices"])
+        for run_keys, result in zip(keys, results, strict=True)
+    ]
 
 
 def device_keys(transport: str, run: str, count: int) -> list[str]:
@@ -348,6 +406,13 @@ def inject(fault: str, receiver: Receiver, services: PrivateServices, downtime: 
     elif fault == "broker":
         assert services.mosquitto is not None
         services.mosquitto.restart(downtime)
+    elif fault == "reboot":
+        # What a host or stack restart does: the consumer stops first, the broker restarts
+        # while it is away, the consumer comes back.
+        assert services.mosquitto is not None
+        receiver.stop()
+        services.mosquitto.restart(downtime)
+        receiver.start()
     else:
         raise ValueError(f"unknown fault {fault!r}")
 
@@ -395,29 +460,28 @@ def run_fault(
     fault: str,
     plan: Plan | None = None,
     log: Callable[[str], None] | None = None,
+    cast: Cast | None = None,
 ) -> Report:
-    """One run: load, fault mid-stream, recovery, and the comparison of ledger and rows."""
+    """One run: load, fault mid-stream, recovery, and the comparison of ledger and rows.
+
+    ``cast`` is the run's tenant and devices (``cast_runs``), made here when not given.
+    """
     plan = plan or Plan()
     if fault not in FAULTS[transport]:
         raise ValueError(f"{transport} has no fault {fault!r}; it has {FAULTS[transport]}")
     started = time.monotonic()
-    run = f"{uuid.uuid4().hex[:8]}{next(_run_numbers):02d}"
-    keys = device_keys(transport, run, plan.devices)
-    seeded = seed(
-        services,
-        {
-            "slug": f"fault-{run}",
-            "protocol": "teltonika" if transport == "teltonika" else "token",
-            "devices": keys,
-            "rule": True,
-        },
-    )
-    tenant_id, device_ids = seeded["tenant_id"], seeded["devices"]
+    if cast is None:
+        cast = cast_runs(services, [transport], plan.devices)[0]
+    if len(cast.keys) != plan.devices:
+        raise ValueError(f"the cast has {len(cast.keys)} devices, the plan {plan.devices}")
+    tenant_id, device_ids, keys = cast.tenant_id, cast.device_ids, cast.keys
 
     receiver = make_receiver(transport, services, services.root / f"{transport}-{fault}.log")
     if transport == "mqtt":
         assert services.mosquitto is not None
-        prime_consumer_session(services.mosquitto.port)
+        prime_consumer_session(
+            services.mosquitto.port, receiver.environment.get("MQTT_PROTOCOL", "5")
+        )
     receiver.start()
 
     ledger = Ledger()
@@ -442,10 +506,12 @@ def run_fault(
 
     injector = threading.Thread(target=inject_mid_stream, name="fault", daemon=True)
     try:
+        chunks = -(-plan.points_per_device // CHUNKS[transport])
         threads = run_devices(
             [(device, plans[device.key]) for device in devices],
             CHUNKS[transport],
             time.monotonic() + plan.send_timeout,
+            interval=plan.load_seconds / chunks,
         )
         injector.start()
         for thread in threads:
@@ -455,6 +521,8 @@ def run_fault(
             raise fault_error[0]
         settle(services, tenant_id, ledger.acknowledged, plan.settle_timeout)
         rows = stored_rows(services, tenant_id)
+        # A receiver that ended by itself crashed: only the kill fault may end it.
+        crashed = receiver.process is None or receiver.process.poll() is not None
     finally:
         receiver.stop()
 
@@ -462,6 +530,8 @@ def run_fault(
     report.fault_seconds = fault_seconds[0]
     report.stored_at_fault = stored_at_fault[0]
     report.seconds = time.monotonic() - started
+    report.crashed = crashed
+    report.refusals = dict(ledger.refusals)
     report.failures = sorted(
         {reason for record in ledger.devices.values() for reason in record.failures}
     )[:10]

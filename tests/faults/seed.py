@@ -1,9 +1,9 @@
-"""Create the tenant and devices of one fault run in the private database.
+"""Create the tenants and devices of fault runs in the private database.
 
-Run as ``python -m tests.faults.seed '<json>'`` with DATABASE_URL pointing at the private
-PostgreSQL; prints the device ids as JSON. The tenant also gets an active rule, so that
-every stored batch queues a rule task on the Celery broker (Redis), as in a deployment
-that uses rules: that is the only part of the ingest paths that talks to Redis.
+Run as ``python -m tests.faults.seed '<json list of runs>'`` with DATABASE_URL pointing at
+the private PostgreSQL; prints the tenant and device ids of each run as JSON. Each tenant
+also gets an active rule, so that every stored batch queues a rule task on the Celery
+broker (Redis), as in a deployment that uses rules.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def main() -> None:
     import django
 
     django.setup()
-    result = seed(json.loads(sys.argv[1]))
-    sys.stdout.write(json.dumps(result) + "\n")
+    results = [seed(spec) for spec in json.loads(sys.argv[1])]
+    sys.stdout.write(json.dumps(results) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,8 @@ class Ledger:
         self.devices: dict[str, DeviceRecord] = {}
         self._lock = threading.Condition()
         self.acknowledged_total = 0
+        # How often each answer that acknowledged nothing came (HTTP status codes).
+        self.refusals: Counter[str] = Counter()
 
     def device(self, key: str) -> DeviceRecord:
         with self._lock:
@@ -84,6 +87,10 @@ class Ledger:
             record.acknowledged |= new
             self.acknowledged_total += len(new)
             self._lock.notify_all()
+
+    def refused(self, answer: str) -> None:
+        with self._lock:
+            self.refusals[answer] += 1
 
     def fail(self, key: str, reason: str) -> None:
         with self._lock:
@@ -128,9 +135,20 @@ class Device:
         """True once the transport acknowledged ``points``; a failure is retried."""
         raise NotImplementedError
 
-    def run(self, points: Sequence[PlannedPoint], chunk: int, deadline: float) -> None:
-        for start in range(0, len(points), chunk):
+    def run(
+        self, points: Sequence[PlannedPoint], chunk: int, deadline: float, interval: float = 0.0
+    ) -> None:
+        """Send ``points`` ``chunk`` at a time, one chunk every ``interval`` seconds.
+
+        A chunk that falls behind its time (after an outage) goes at once: the device
+        sends what it held back as soon as it can.
+        """
+        began = time.monotonic()
+        for number, start in enumerate(range(0, len(points), chunk)):
             part = points[start : start + chunk]
+            wait = began + number * interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             while True:
                 if time.monotonic() > deadline:
                     self.ledger.fail(self.key, "gave up: deadline")
@@ -185,6 +203,7 @@ class HttpDevice(Device):
         answer = response.read()
         if 200 <= response.status < 300:
             return True
+        self.ledger.refused(f"HTTP {response.status}")
         self.ledger.fail(self.key, f"HTTP {response.status}: {answer[:120]!r}")
         if response.status == 429:
             # Over a rate limit: the points are sent again once the answer says so.
@@ -309,17 +328,17 @@ def run_devices(
     devices: Sequence[tuple[Device, Sequence[PlannedPoint]]],
     chunk: int,
     deadline: float,
-    on_thread: Callable[[threading.Thread], None] | None = None,
+    interval: float = 0.0,
 ) -> list[threading.Thread]:
-    """Start one thread per device; returns them started."""
+    """Start one thread per device, each sending a chunk every ``interval`` seconds."""
     threads = []
     for device, points in devices:
         thread = threading.Thread(
-            target=device.run, args=(points, chunk, deadline), name=f"device-{device.key}"
+            target=device.run,
+            args=(points, chunk, deadline, interval),
+            name=f"device-{device.key}",
+            daemon=True,
         )
-        thread.daemon = True
         thread.start()
         threads.append(thread)
-        if on_thread is not None:
-            on_thread(thread)
     return threads
