@@ -240,7 +240,7 @@ class MqttDevice(Device):
     def connect(self) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"qf-fault-device-{self.key[-12:]}",
+            client_id=f"qf-{self.key}",
             protocol=mqtt.MQTTv311,
         )
         client.connect("127.0.0.1", self.port, keepalive=10)
