@@ -84,7 +84,7 @@ class PrivatePostgres:
                 owner = pwd.getpwnam("postgres")
             except KeyError:
                 raise ServiceUnavailableError("running as root and no postgres user") from None
-            runuser = find_binary("runuser")
+            runuser = find_binary("runuser", ["/usr/sbin/runuser", "/sbin/runuser"])
             self.run_as = [runuser, "-u", "postgres", "--"]
             self.directory.mkdir()
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
