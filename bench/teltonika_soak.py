@@ -6,12 +6,12 @@ Run it from the root of a checkout after ``make install``, on a machine with Pos
     .venv/bin/python bench/teltonika_soak.py --minutes 2 --trackers 2000
 
 It recreates its own database (as bench/teltonika_bench.py does), starts ``manage.py
-runteltonika`` and runs ``manage.py simteltonika`` with ``--trackers`` connections, each
-sending a packet every ``--interval`` seconds from its own starting moment, as a fleet on
-a reporting period does: 10,000 trackers every 10 s make a steady 1,000 packets/s. Every
-``--sample`` seconds it reads the daemon's open connections, resident memory and file
-descriptors (from /proc) and the rows stored since the last sample. It prints the
-samples and a summary: memory and descriptors from the end of the first two minutes
+runteltonika`` and runs ``manage.py simteltonika`` with ``--trackers`` connections, made
+over the first ``--ramp`` seconds, each sending a packet every ``--interval`` seconds from
+its own starting moment, as a fleet on a reporting period does: 10,000 trackers every 10 s
+make a steady 1,000 packets/s. Every ``--sample`` seconds it reads the daemon's resident
+memory and file descriptors (from /proc) and the rows stored since the last sample. It
+prints the samples and a summary: memory and descriptors from the end of the warm-up
 (every tracker connected and the daemon warm) to the end, the ingest rate's spread, and
 whether every acknowledged record was stored. Exits 1 if a check fails.
 """
@@ -27,7 +27,9 @@ import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,7 +67,10 @@ def open_descriptors(pid: int) -> int:
 
 async def soak(args: argparse.Namespace, database_url: str) -> tuple[list[Sample], str]:
     port = common.free_port()
-    with teltonika.running_daemon(database_url, port) as daemon:
+    with (
+        teltonika.running_daemon(database_url, port) as daemon,
+        tempfile.TemporaryFile() as errors,
+    ):
         simulator = await asyncio.create_subprocess_exec(
             sys.executable,
             "manage.py",
@@ -80,17 +85,26 @@ async def soak(args: argparse.Namespace, database_url: str) -> tuple[list[Sample
             str(args.records_per_packet),
             "--interval",
             str(args.interval),
+            "--ramp",
+            str(args.ramp),
             "--duration",
             str(args.minutes * 60),
             cwd=common.REPO_ROOT,
             env={**os.environ, "DJANGO_ENV": "test", "DATABASE_URL": database_url},
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=errors,
         )
         samples = await sample_until_done(daemon.pid, simulator, args.sample)
         output, _ = await simulator.communicate()
+        errors.seek(0)
+        reasons = Counter(
+            line.split(": ", 1)[-1].strip() for line in errors.read().decode().splitlines()
+        )
     if simulator.returncode != 0:
-        raise BenchError(f"simteltonika failed: {output.decode()[-2000:]}")
+        raise BenchError(
+            f"simteltonika failed: {output.decode()[-2000:]}\ntrackers' errors: "
+            + ", ".join(f"{reason} ({count})" for reason, count in reasons.most_common(5))
+        )
     return samples, output.decode().strip()
 
 
@@ -185,6 +199,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--records-per-packet", type=int, default=1)
     parser.add_argument(
         "--interval", type=float, default=10.0, help="Seconds between one tracker's packets."
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=60.0, help="Seconds over which the trackers connect."
     )
     parser.add_argument("--sample", type=float, default=30.0, help="Seconds between samples.")
     parser.add_argument("--keep-database", dest="drop_database", action="store_false")

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ingest_daemons.teltonika.simulator import ImeiRefusedError, Route, SimulatedTracker
 
 IMEI_DIGITS = 15
+MAX_CONNECT_RETRY_SECONDS = 30.0
 
 
 @dataclass
@@ -24,6 +25,7 @@ class LoadReport:
     seconds: float
     refused: int
     failed: int
+    connect_retries: int = 0
 
     @property
     def records_per_second(self) -> float:
@@ -52,6 +54,13 @@ class Command(BaseCommand):
             "--duration", type=float, default=0, help="Seconds to send for, instead of --count."
         )
         parser.add_argument(
+            "--ramp",
+            type=float,
+            default=0,
+            help="Seconds over which the trackers connect, each at a random moment; 0 connects "
+            "them all at once.",
+        )
+        parser.add_argument(
             "--interval",
             type=float,
             default=0,
@@ -69,7 +78,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{report.trackers} device(s): {report.packets} packets, {report.records} records "
             f"acknowledged in {report.seconds:.1f} s ({report.records_per_second:,.0f} "
-            f"records/s); {report.refused} refused, {report.failed} failed."
+            f"records/s); {report.refused} refused, {report.failed} failed, "
+            f"{report.connect_retries} connection attempts repeated."
         )
         if report.refused or report.failed:
             raise CommandError("Some devices were refused or lost their connection.")
@@ -109,17 +119,31 @@ class Command(BaseCommand):
         report: LoadReport,
         deadline: float | None,
     ) -> None:
-        """Connect one tracker and send its packets, each after the previous one's ACK."""
-        try:
-            await tracker.connect()
-        except ImeiRefusedError:
-            report.refused += 1
-            self.stderr.write(f"IMEI {tracker.imei} refused: register it as a device first.")
-            return
-        except OSError as error:
-            report.failed += 1
-            self.stderr.write(f"IMEI {tracker.imei}: cannot connect ({error}).")
-            return
+        """Connect one tracker and send its packets, each after the previous one's ACK.
+
+        With a duration, a tracker that cannot connect tries again, waiting longer each
+        time, as a tracker does after a server restart; without one it fails at once.
+        """
+        if options["ramp"]:
+            await asyncio.sleep(random.uniform(0, options["ramp"]))  # noqa: S311
+        retry_in = 1.0
+        while True:
+            try:
+                await tracker.connect()
+                break
+            except ImeiRefusedError:
+                report.refused += 1
+                self.stderr.write(f"IMEI {tracker.imei} refused: register it as a device first.")
+                return
+            except OSError as error:
+                reason = str(error) or type(error).__name__
+                if deadline is None or time.monotonic() + retry_in >= deadline:
+                    report.failed += 1
+                    self.stderr.write(f"IMEI {tracker.imei}: cannot connect ({reason}).")
+                    return
+                report.connect_retries += 1
+                await asyncio.sleep(retry_in * random.uniform(0.5, 1.5))  # noqa: S311
+                retry_in = min(retry_in * 2, MAX_CONNECT_RETRY_SECONDS)
         sent = 0
         interval = options["interval"]
         # Trackers are not in step: each starts its period at its own moment.
