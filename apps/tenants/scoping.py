@@ -9,7 +9,7 @@ to that tenant. Views never filter by tenant themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from django.db.models import Manager, Model, QuerySet
 from rest_framework import exceptions
@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from apps.accounts.models import User, caller
 from apps.tenants.models import Role, Tenant, TenantQuerySet, UserRole
 from quantumfleet.api.errors import FieldError
+from quantumfleet.api.filters import MAX_ID
 
 _Model = TypeVar("_Model", bound=Model)
 _Owned = TypeVar("_Owned", bound=Model)
@@ -68,9 +69,9 @@ def parse_tenant_id(raw: str, field: str) -> int:
     try:
         tenant_id = int(raw.strip())
     except ValueError:
-        raise FieldError(field, "A tenant id is a positive integer.") from None
-    if tenant_id <= 0:
-        raise FieldError(field, "A tenant id is a positive integer.")
+        raise FieldError(field, f"A tenant id is an integer from 1 to {MAX_ID}.") from None
+    if not 0 < tenant_id <= MAX_ID:
+        raise FieldError(field, f"A tenant id is an integer from 1 to {MAX_ID}.")
     return tenant_id
 
 
@@ -147,6 +148,14 @@ class TenantScopedViewMixin(GenericAPIView[_Model]):
         if not isinstance(queryset, TenantQuerySet):
             raise TypeError(f"{queryset.model.__name__} is not tenant-owned.")
         return queryset.for_tenant(self.tenant)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # An id past a 64-bit key names no row; SQLite cannot even compare one (it raises
+        # OverflowError), so it is answered here, after the caller's access is checked.
+        for name, value in kwargs.items():
+            if isinstance(value, str) and value.isdigit() and int(value) > MAX_ID:
+                raise exceptions.NotFound(f"No object has this {name}.", code="not_found")
 
     def required_role(self, request: Request) -> Role:
         action = getattr(self, "action", None)

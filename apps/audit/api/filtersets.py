@@ -5,6 +5,7 @@ from django_filters import rest_framework as filters
 
 from apps.audit.models import AuditEvent, UserSession
 from apps.devices.models import DeviceSession
+from quantumfleet.api.filters import IdFilter
 
 
 class IPAddressFilter(filters.CharFilter):
@@ -18,8 +19,8 @@ class AuditEventFilterSet(filters.FilterSet):
     type_prefix = filters.CharFilter(
         field_name="type", lookup_expr="startswith", label="Types starting so, e.g. device."
     )
-    device_id = filters.NumberFilter(label="Events of this device (also deleted ones).")
-    user_id = filters.NumberFilter(label="Events of this user.")
+    device_id = IdFilter(label="Events of this device (also deleted ones).")
+    user_id = IdFilter(label="Events of this user.")
     ip = IPAddressFilter(label="Exact IP address.")
     # "from" is a Python keyword, so it is declared through the class namespace.
     locals()["from"] = filters.IsoDateTimeFilter(
@@ -45,7 +46,7 @@ class SessionFilterSet(filters.FilterSet):
 
 
 class DeviceSessionFilterSet(SessionFilterSet):
-    device_id = filters.NumberFilter()
+    device_id = IdFilter()
 
     class Meta:
         model = DeviceSession
@@ -53,7 +54,7 @@ class DeviceSessionFilterSet(SessionFilterSet):
 
 
 class UserSessionFilterSet(SessionFilterSet):
-    user_id = filters.NumberFilter()
+    user_id = IdFilter()
 
     class Meta:
         model = UserSession

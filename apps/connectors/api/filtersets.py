@@ -12,6 +12,7 @@ from apps.connectors.models import (
     LogStatus,
     Rule,
 )
+from quantumfleet.api.filters import IdFilter
 
 
 class ConnectorFilterSet(filters.FilterSet):
@@ -26,7 +27,7 @@ class ConnectorFilterSet(filters.FilterSet):
 
 class ConnectorCallFilterSet(filters.FilterSet):
     status = filters.ChoiceFilter(choices=CallStatus.choices)
-    rule_id = filters.NumberFilter()
+    rule_id = IdFilter()
 
     class Meta:
         model = ConnectorCall
@@ -36,7 +37,7 @@ class ConnectorCallFilterSet(filters.FilterSet):
 class ConnectorLogFilterSet(filters.FilterSet):
     direction = filters.ChoiceFilter(choices=Direction.choices)
     status = filters.ChoiceFilter(choices=LogStatus.choices)
-    call_id = filters.NumberFilter()
+    call_id = IdFilter()
     since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
@@ -45,8 +46,8 @@ class ConnectorLogFilterSet(filters.FilterSet):
 
 
 class RuleFilterSet(filters.FilterSet):
-    connector_id = filters.NumberFilter()
-    device_id = filters.NumberFilter()
+    connector_id = IdFilter()
+    device_id = IdFilter()
     is_active = filters.BooleanFilter()
 
     class Meta:

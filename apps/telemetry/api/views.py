@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
-from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -37,6 +36,7 @@ from apps.telemetry.services import InvalidPointError
 from apps.tenants.models import Role
 from apps.tenants.scoping import TenantScopedViewMixin
 from quantumfleet.api.errors import PayloadTooLarge, error_response
+from quantumfleet.api.filters import IdInFilter
 from quantumfleet.api.pagination import LinkHeaderPagination
 from quantumfleet.api.parsers import JSONParser
 
@@ -221,6 +221,9 @@ class HttpIngestView(APIView):
         )
 
 
+DEVICE_NOT_FOUND = OpenApiResponse(description="`device_id` names no device of the tenant.")
+
+
 class TelemetryQueryView(TenantScopedViewMixin[Device]):
     """A device's points, newest first, or summarised per time bucket."""
 
@@ -232,7 +235,7 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
 
     @extend_schema(
         parameters=[TelemetryQuerySerializer],
-        responses={200: PointSerializer(many=True)},
+        responses={200: PointSerializer(many=True), 404: DEVICE_NOT_FOUND},
         summary="Query a device's telemetry",
         description=(
             "Raw points as `{device_id, ts, data}`, newest first. With `interval` (and "
@@ -246,7 +249,11 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
 
     @extend_schema(
         request=TelemetryQuerySerializer,
-        responses={200: PointSerializer(many=True), 201: BucketSerializer(many=True)},
+        responses={
+            200: PointSerializer(many=True),
+            201: BucketSerializer(many=True),
+            404: DEVICE_NOT_FOUND,
+        },
         summary="Query a device's telemetry (body form)",
         description=(
             "The original body `{device_id, limit, from, to}` plus the query-string options. "
@@ -359,7 +366,7 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
 
 
 class LatestStateFilterSet(DeviceFilterSet):
-    device_id = filters.BaseInFilter(field_name="id", label="Device ids, comma-separated.")
+    device_id = IdInFilter(field_name="id", label="Device ids, comma-separated.")
 
     class Meta(DeviceFilterSet.Meta):
         fields = [*DeviceFilterSet.Meta.fields, "device_id"]
