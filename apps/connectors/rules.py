@@ -134,8 +134,11 @@ def publisher() -> Any:
     if producer is None:
         from quantumfleet.celery import app
 
+        # The socket timeout too: a broker that hangs instead of refusing (a frozen Redis)
+        # would otherwise hold every ingest batch until it answers.
         connection = app.connection_for_write(
-            connect_timeout=PUBLISH_TIMEOUT_SECONDS, transport_options={"max_retries": 0}
+            connect_timeout=PUBLISH_TIMEOUT_SECONDS,
+            transport_options={"max_retries": 0, "socket_timeout": PUBLISH_TIMEOUT_SECONDS},
         )
         producer = connection.Producer()
         _publishers.producer = producer

@@ -108,6 +108,8 @@ class Report:
     stored_at_fault: int
     fault_seconds: float
     seconds: float
+    # How long the devices took to have every point acknowledged.
+    load_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     # Whether the receiving process ended by itself during the run.
     crashed: bool = False
@@ -121,8 +123,8 @@ class Report:
             f"sent={self.sent} acknowledged={self.acknowledged} stored={self.stored} "
             f"duplicates={self.duplicates} lost={self.lost} unexpected={self.unexpected} "
             f"resent={self.resent} stored_at_fault={self.stored_at_fault} "
-            f"fault_s={self.fault_seconds:.1f} took_s={self.seconds:.1f}"
-            + (" receiver_crashed" if self.crashed else "")
+            f"fault_s={self.fault_seconds:.1f} load_s={self.load_seconds:.1f} "
+            f"took_s={self.seconds:.1f}" + (" receiver_crashed" if self.crashed else "")
         )
 
     @property
@@ -513,9 +515,11 @@ def run_fault(
             time.monotonic() + plan.send_timeout,
             interval=plan.load_seconds / chunks,
         )
+        load_began = time.monotonic()
         injector.start()
         for thread in threads:
             thread.join(plan.send_timeout + 30)
+        load_seconds = time.monotonic() - load_began
         injector.join(plan.send_timeout)
         if fault_error:
             raise fault_error[0]
@@ -531,6 +535,7 @@ def run_fault(
     report.stored_at_fault = stored_at_fault[0]
     report.seconds = time.monotonic() - started
     report.crashed = crashed
+    report.load_seconds = load_seconds
     report.refusals = dict(ledger.refusals)
     report.failures = sorted(
         {reason for record in ledger.devices.values() for reason in record.failures}

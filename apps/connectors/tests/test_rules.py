@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -196,3 +198,52 @@ def test_with_the_broker_down_ingest_goes_on_and_stops_trying_for_a_while(
     assert target.received == []
     # One quick refused attempt, then none: the second batch did not wait on the broker.
     assert elapsed < 2
+
+
+def test_with_the_broker_frozen_ingest_waits_at_most_the_publish_timeout(
+    client_for, tenant_a, device, target, django_capture_on_commit_callbacks
+):
+    """A Redis that hangs instead of refusing: the socket timeout bounds the wait."""
+    from apps.connectors import rules
+    from quantumfleet.celery import app
+    from tests.faults.services import PrivateRedis, ServiceUnavailableError
+
+    try:
+        redis = PrivateRedis()
+    except ServiceUnavailableError as error:
+        pytest.skip(str(error))
+    redis.start()
+    connector = make_outbound(tenant_a.tenant, target.url("/x"))
+    add_rule(client_for(tenant_a.manager), connector, path="speed", operator="gt", value=1)
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+    app.conf.update(broker_url=redis.url, task_always_eager=False)
+    app._after_fork()  # type: ignore[attr-defined]  # not in the type stubs
+    try:
+        # The publisher's connection is made while Redis answers, then Redis freezes.
+        with django_capture_on_commit_callbacks(execute=True):
+            first = store(device, (0, {"speed": 5}))
+        assert rules._broker_down_until == 0.0
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)
+        started = time.perf_counter()
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            second = store(device, (1, {"speed": 6}))
+        # The queueing runs after the commit; in a thread, so a hang fails, not blocks.
+        queueing = threading.Thread(target=callbacks[0], daemon=True)
+        queueing.start()
+        queueing.join(5)
+        elapsed = time.perf_counter() - started
+        assert not queueing.is_alive(), "ingest waited on the frozen broker"
+        skipped_until = rules._broker_down_until
+    finally:
+        if redis.process is not None:
+            redis.process.send_signal(signal.SIGCONT)
+        redis.close()
+        app.conf.update(saved)
+        app._after_fork()  # type: ignore[attr-defined]
+        rules._broker_down_until = 0.0
+        rules.drop_publisher()
+
+    assert (first.stored, second.stored) == (1, 1)
+    assert elapsed < 2
+    assert skipped_until > time.monotonic()
