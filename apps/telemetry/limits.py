@@ -11,8 +11,8 @@ Rates are counted in fixed one-minute windows shared by every process through Re
 for itself. Points of a refused request count against the window too, so a sender that
 retries without waiting for ``Retry-After`` stays refused until the window ends. When
 Redis cannot be reached the limits are not enforced: refusing every device because the
-counter is away would be an outage of our own making, so the limiter lets points through
-and logs it.
+counter is away would be an outage of our own making, so the limiter lets points through,
+logs it, and leaves Redis alone for COUNTERS_RETRY_SECONDS before it asks again.
 
 The stored-points quota compares a tenant's points kept in telemetry (the sum of its
 devices' ``device_state.point_count``, which retention lowers as it removes rows) with
@@ -46,6 +46,11 @@ QUOTA_REFRESH_SECONDS = 10.0
 # A full tenant must wait for retention or a larger quota; a device should not hammer.
 QUOTA_RETRY_AFTER_SECONDS = 300
 REDIS_DOWN_LOG_EVERY_SECONDS = 60.0
+# After the counters fail, they are left alone this long: a Redis that hangs instead of
+# refusing would otherwise cost every batch its socket timeout.
+COUNTERS_RETRY_SECONDS = 10.0
+# Short: the counters are a local round trip, and ingest waits for them.
+COUNTERS_SOCKET_TIMEOUT_SECONDS = 0.2
 
 
 class LimitReason(enum.StrEnum):
@@ -108,7 +113,11 @@ class RedisCounters:
     """Counters every process shares: one pipelined round trip per batch."""
 
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=COUNTERS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=COUNTERS_SOCKET_TIMEOUT_SECONDS,
+        )
 
     def add(self, amounts: Mapping[str, int], ttl: int) -> dict[str, int]:
         keys = list(amounts)
@@ -178,6 +187,7 @@ class IngestLimiter:
         self._limits: dict[int, tuple[float, TenantLimits]] = {}
         self._stored: dict[int, tuple[float, int]] = {}
         self._redis_down_logged_at = 0.0
+        self._counters_down_until = 0.0
         # Wall-clock seconds: windows are shared between processes, so they follow the epoch.
         self.clock: Callable[[], float] = time.time
 
@@ -189,6 +199,8 @@ class IngestLimiter:
         limits = self.limits_of({demand.tenant_id for demand in wanted})
         refusals = self._over_quota(wanted, limits)
         counted = [demand for demand in wanted if demand.device_id not in refusals]
+        if self._counters_down():
+            return refusals
         try:
             refusals.update(self._over_rate(counted, limits))
             if refusals:
@@ -229,6 +241,8 @@ class IngestLimiter:
             for reason in LimitReason
             for offset in range(REFUSALS_KEPT_MINUTES)
         }
+        if self._counters_down():
+            return {}
         try:
             values = self.counters.read(list(keys.values()))
         except CountersUnavailableError as error:
@@ -242,6 +256,8 @@ class IngestLimiter:
     def tenant_points_this_minute(self, tenant_id: int) -> int | None:
         window = int(self.clock()) // WINDOW_SECONDS
         key = self._rate_key("t", tenant_id, window)
+        if self._counters_down():
+            return None
         try:
             return self.counters.read([key])[key]
         except CountersUnavailableError as error:
@@ -380,8 +396,12 @@ class IngestLimiter:
     def _refused_key(self, tenant_id: int, reason: LimitReason, minute: int) -> str:
         return f"{self.key_prefix}:refused:{tenant_id}:{reason}:{minute}"
 
+    def _counters_down(self) -> bool:
+        return time.monotonic() < self._counters_down_until
+
     def _log_counters_down(self, error: CountersUnavailableError) -> None:
         now = time.monotonic()
+        self._counters_down_until = now + COUNTERS_RETRY_SECONDS
         if now - self._redis_down_logged_at >= REDIS_DOWN_LOG_EVERY_SECONDS:
             self._redis_down_logged_at = now
             logger.warning("ingest.limits_not_enforced", extra={"error": str(error)})

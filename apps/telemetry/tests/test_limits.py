@@ -3,7 +3,11 @@ counted, audited once per window, visible to the tenant's admins."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -211,6 +215,41 @@ class TestSharedCounters:
         assert refusals == {}
         assert "ingest.limits_not_enforced" in caplog.text
         assert limiter.refused_last_hour(tenant_a.tenant.pk) == {}
+
+    def test_a_hung_redis_costs_one_timeout_then_is_left_alone(self, device, tenant_a):
+        tenant_a.tenant.device_points_per_minute = 1
+        tenant_a.tenant.save()
+        accepted: list[socket.socket] = []
+        # A server that takes connections and never answers: Redis frozen, not down.
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(5)
+        port = listener.getsockname()[1]
+
+        def accept_forever() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(listener.accept()[0])
+
+        threading.Thread(target=accept_forever, daemon=True).start()
+        limiter = limits.IngestLimiter(limits.RedisCounters(f"redis://127.0.0.1:{port}/0"), "x")
+        demand = [limits.Demand(tenant_a.tenant.pk, device.pk, (10,))]
+        try:
+            started = time.perf_counter()
+            assert limiter.admit(demand) == {}
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(20):
+                assert limiter.admit(demand) == {}
+            following = time.perf_counter() - started
+        finally:
+            listener.close()
+            for connection in accepted:
+                connection.close()
+
+        assert first < 1.0
+        # Twenty batches in the retry window: none of them waits for Redis.
+        assert following < 0.2
+        assert len(accepted) == 1
 
 
 class TestLimitsEndpoint:
