@@ -179,6 +179,8 @@ def excerpt(text: str | bytes, secret: str = "") -> str:
     """The start of a body for the log, with the connector's secret blanked out if present."""
     if isinstance(text, bytes):
         text = text[: settings.CONNECTOR_LOG_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    # PostgreSQL text columns refuse NUL; a body carrying one is still logged, marked so.
+    text = text.replace("\x00", "\ufffd")
     if secret and len(secret) >= 4:
         text = text.replace(secret, MASK)
     limit = settings.CONNECTOR_LOG_EXCERPT_CHARS

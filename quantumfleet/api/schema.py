@@ -104,7 +104,7 @@ def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]
             if "{" in path:
                 codes.append("404")
             if method in {"post", "put", "patch"}:
-                codes.append("413")
+                codes += ["413", "415"]
             for code in codes:
                 responses.setdefault(code, error_response)
             for code, response in responses.items():

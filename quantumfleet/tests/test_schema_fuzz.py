@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -34,6 +35,7 @@ import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, transaction
+from django.test import Client
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from rest_framework_simplejwt.tokens import AccessToken
@@ -62,6 +64,8 @@ CHECKS = [
     response_schema_conformance,
 ]
 ROLES = ["anonymous", "viewer", "manager", "admin", "superuser"]
+METHODS = ("get", "post", "put", "patch", "delete")
+PATH_PARAMETER = re.compile(r"{(\w+)}")
 # Routes that store telemetry open a durable transaction of their own, which cannot nest
 # in the savepoint that undoes every other call; what they store is tenant A's.
 DURABLE_PREFIXES = ("/ingest/", "/hooks/")
@@ -197,3 +201,69 @@ def test_every_operation_answers_as_documented(
 
     assert count > 70
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("role", ["anonymous", "admin"])
+def test_every_path_answers_options_and_undocumented_methods_without_a_server_error(
+    role: str, side: Side, superuser: Any, wsgi_app: WSGIHandler
+) -> None:
+    """What ``st run`` also sends: OPTIONS, and the methods a path does not document.
+
+    OPTIONS describes the path (200, or 401/403 for a caller without access); an
+    undocumented method is a 405, or the 401/403 that comes first; never a 5xx or HTML.
+    """
+    schema = load_schema()
+    client = Client(raise_request_exception=False)
+    failures = []
+    for path, operations in schema.raw_schema["paths"].items():
+        method, *_ = (name for name in operations if name in METHODS)
+        known = known_path_parameters(side, method, path)
+        url = path.format(**{name: known.get(name, 1) for name in PATH_PARAMETER.findall(path)})
+        headers = headers_for(role, side, path, superuser)
+        for undocumented in ["options", *(name for name in METHODS if name not in operations)]:
+            with transaction.atomic():
+                response = client.generic(undocumented.upper(), url, headers=headers)
+                transaction.set_rollback(True)
+            allowed = {200} if undocumented == "options" else {405}
+            if response.status_code not in allowed | {401, 403} or (
+                response["Content-Type"] != "application/json"
+            ):
+                failures.append(
+                    f"{undocumented.upper()} {url} as {role}: {response.status_code} "
+                    f"{response['Content-Type']} {response.content[:200]!r}"
+                )
+
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("role", ["anonymous", "admin"])
+def test_a_body_of_another_media_type_gets_a_documented_answer(
+    role: str, side: Side, superuser: Any, wsgi_app: WSGIHandler
+) -> None:
+    """A body sent as text/plain, or with no type at all, as ``st run`` does: each
+    operation that takes a body answers with a status it documents (415 or 400), in JSON."""
+    schema = load_schema()
+    client = Client(raise_request_exception=False)
+    failures = []
+    for path, operations in schema.raw_schema["paths"].items():
+        for method, operation in operations.items():
+            if method not in METHODS or "requestBody" not in operation:
+                continue
+            known = known_path_parameters(side, method, path)
+            url = path.format(**{name: known.get(name, 1) for name in PATH_PARAMETER.findall(path)})
+            headers = headers_for(role, side, path, superuser)
+            for content_type in ["text/plain", ""]:
+                with transaction.atomic():
+                    response = client.generic(
+                        method.upper(), url, b"device_id=1", content_type, headers=headers
+                    )
+                    transaction.set_rollback(True)
+                if str(response.status_code) not in operation["responses"] or (
+                    response["Content-Type"] != "application/json"
+                ):
+                    failures.append(
+                        f"{method.upper()} {url} ({content_type or 'no type'}) as {role}: "
+                        f"{response.status_code} {response.content[:200]!r}"
+                    )
+
+    assert not failures, "\n".join(failures)

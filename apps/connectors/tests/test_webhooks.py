@@ -139,6 +139,17 @@ def test_a_body_that_cannot_be_mapped_is_a_400_naming_what_is_missing(
     assert field in log.error
 
 
+def test_a_body_with_a_nul_byte_is_refused_and_logged_with_it_marked(anonymous, tenant_a, device):
+    _, token = make_webhook(tenant_a.tenant, MAPPING)
+
+    response = post(anonymous, token, b'{"records": "\x00"}')
+
+    assert response.status_code == 400
+    log = ConnectorLog.objects.get()
+    assert (log.status, log.http_status) == (LogStatus.REJECTED, 400)
+    assert log.request_excerpt == '{"records": "\ufffd"}'
+
+
 def test_a_device_of_another_tenant_is_not_found(anonymous, tenant_a, tenant_b, device):
     other, _ = device_services.create_device(
         tenant=tenant_b.tenant, name="B", external_id="111111111111111"

@@ -228,6 +228,8 @@ class TelemetryQueryView(TenantScopedViewMixin[Device]):
     """A device's points, newest first, or summarised per time bucket."""
 
     queryset = Device.objects.all()
+    # What OPTIONS describes; answer() validates with it too.
+    serializer_class = TelemetryQuerySerializer
     # POST carries a query, not a change: viewers may send it.
     write_role = Role.VIEWER
     parser_classes = [JSONParser]
