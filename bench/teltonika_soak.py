@@ -166,7 +166,8 @@ def summarise(
     )
     stored = samples[-1].rows
     lines = [
-        f"memory (RSS) at {first.seconds:.0f} s -> at {last.seconds:.0f} s: {first.resident_kib / 1024:.1f} -> "
+        f"memory (RSS) at {first.seconds:.0f} s -> at {last.seconds:.0f} s: "
+        f"{first.resident_kib / 1024:.1f} -> "
         f"{last.resident_kib / 1024:.1f} MiB ({growth:+.1%}; max "
         f"{max(s.resident_kib for s in samples) / 1024:.1f} MiB)",
         f"open file descriptors: {first.descriptors} -> {last.descriptors}",
