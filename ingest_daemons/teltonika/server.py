@@ -440,6 +440,19 @@ class TeltonikaServer:
             await self._refuse(connection, f"{outcome}_imei", outcome)
             return
         connection.device = device
+        previous = self.connections.get(device.id)
+        if previous is not None and previous is not connection:
+            # A device reconnects when its old link died unnoticed: the new one wins.
+            previous.close_reason = "replaced"
+            if previous.reading is not None and not previous.busy:
+                previous.reading.cancel()
+        self.connections[device.id] = connection
+        # Accepted as soon as it is known: the session below is bookkeeping, and when a
+        # whole fleet reconnects at once (a daemon restart) the trackers should not wait
+        # for it. What they send meanwhile waits in the socket until it is written.
+        connection.writer.write(b"\x01")
+        await connection.writer.drain()
+        CONNECTIONS_TOTAL.labels("accepted").inc()
         try:
             connection.session_id = await self.database.run(
                 devices.connect_device,
@@ -449,18 +462,8 @@ class TeltonikaServer:
                 connection.peer,
             )
         except Exception:
-            # The session is bookkeeping: a device is not turned away for it.
+            # A device is not turned away for its session.
             logger.exception("teltonika.session_open_failed", extra={"device_id": device.id})
-        previous = self.connections.get(device.id)
-        if previous is not None and previous is not connection:
-            # A device reconnects when its old link died unnoticed: the new one wins.
-            previous.close_reason = "replaced"
-            if previous.reading is not None and not previous.busy:
-                previous.reading.cancel()
-        self.connections[device.id] = connection
-        connection.writer.write(b"\x01")
-        await connection.writer.drain()
-        CONNECTIONS_TOTAL.labels("accepted").inc()
         logger.info("teltonika.connected", extra=self._log_fields(connection))
 
     async def _refuse(self, connection: Connection, reason: str, outcome: str) -> None:
