@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 # The largest value of a 64-bit primary key (BigAutoField, DEFAULT_AUTO_FIELD): a larger
@@ -34,3 +36,27 @@ class IdFilter(filters.NumberFilter):
 
 class IdInFilter(filters.BaseInFilter, IdFilter):
     """Comma-separated ids (``?device_id=3,7``), each as IdFilter takes it."""
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, turned to UTC before it reaches the database.
+
+    Python takes offsets up to 23:59 and PostgreSQL only up to 15:59, so a time such as
+    ``2025-01-01T00:00:00+18:30`` failed there; in UTC it is an ordinary time. A time whose
+    UTC form falls outside years 1 to 9999 is a 400.
+    """
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed: datetime | None = super().to_python(value)
+        if parsed is None or parsed.tzinfo is None:
+            return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("This time is out of range.", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    """An ISO 8601 time filter that compares in UTC (see UtcIsoDateTimeField)."""
+
+    field_class = UtcIsoDateTimeField

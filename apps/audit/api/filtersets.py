@@ -5,7 +5,7 @@ from django_filters import rest_framework as filters
 
 from apps.audit.models import AuditEvent, UserSession
 from apps.devices.models import DeviceSession
-from quantumfleet.api.filters import IdFilter
+from quantumfleet.api.filters import IdFilter, UtcIsoDateTimeFilter
 
 
 class IPAddressFilter(filters.CharFilter):
@@ -23,10 +23,10 @@ class AuditEventFilterSet(filters.FilterSet):
     user_id = IdFilter(label="Events of this user.")
     ip = IPAddressFilter(label="Exact IP address.")
     # "from" is a Python keyword, so it is declared through the class namespace.
-    locals()["from"] = filters.IsoDateTimeFilter(
+    locals()["from"] = UtcIsoDateTimeFilter(
         field_name="ts", lookup_expr="gte", label="Events at or after this time."
     )
-    to = filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt", label="Events before it.")
+    to = UtcIsoDateTimeFilter(field_name="ts", lookup_expr="lt", label="Events before it.")
 
     class Meta:
         model = AuditEvent
@@ -37,10 +37,10 @@ class SessionFilterSet(filters.FilterSet):
     is_open = filters.BooleanFilter(
         field_name="ended_at", lookup_expr="isnull", label="Open (true) or closed (false)."
     )
-    locals()["from"] = filters.IsoDateTimeFilter(
+    locals()["from"] = UtcIsoDateTimeFilter(
         field_name="started_at", lookup_expr="gte", label="Sessions started at or after it."
     )
-    to = filters.IsoDateTimeFilter(
+    to = UtcIsoDateTimeFilter(
         field_name="started_at", lookup_expr="lt", label="Sessions started before it."
     )
 

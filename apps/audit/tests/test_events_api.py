@@ -166,6 +166,8 @@ class TestFilters:
             ("ip=203.0.113.9", [2]),
             ("from=2025-01-01T02:00:00Z", [2, 1]),
             ("from=2025-01-01T01:00:00Z&to=2025-01-01T03:00:00Z", [1, 0]),
+            # An offset past PostgreSQL's 15:59: 01:30 UTC.
+            ("from=2025-01-01T19:30:00%2B18:00", [2, 1]),
             ("ordering=ts", [0, 1, 2]),
         ],
     )
@@ -188,3 +190,9 @@ class TestFilters:
 
         assert response.status_code == 400
         assert set(response.json()["errors"]) == {"ip", "from"}
+
+    def test_a_time_before_year_one_in_utc_is_named(self, client_for, tenant_a):
+        response = client_for(tenant_a.manager).get("/audit/events?to=0001-01-01T00:00:00%2B18:00")
+
+        assert response.status_code == 400
+        assert set(response.json()["errors"]) == {"to"}

@@ -12,7 +12,7 @@ from apps.connectors.models import (
     LogStatus,
     Rule,
 )
-from quantumfleet.api.filters import IdFilter
+from quantumfleet.api.filters import IdFilter, UtcIsoDateTimeFilter
 
 
 class ConnectorFilterSet(filters.FilterSet):
@@ -38,7 +38,7 @@ class ConnectorLogFilterSet(filters.FilterSet):
     direction = filters.ChoiceFilter(choices=Direction.choices)
     status = filters.ChoiceFilter(choices=LogStatus.choices)
     call_id = IdFilter()
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = ConnectorLog
