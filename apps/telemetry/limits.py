@@ -57,6 +57,9 @@ class LimitReason(enum.StrEnum):
     DEVICE_RATE = "device_rate"
     TENANT_RATE = "tenant_rate"
     STORED_POINTS_QUOTA = "stored_points_quota"
+    # API requests of the tenant's users refused by the per-user throttle (counted here so
+    # that the tenant's admins read every refusal in one place).
+    API_USER_RATE = "api_user_rate"
 
 
 @dataclass(frozen=True)
@@ -389,6 +392,17 @@ class IngestLimiter:
                 refused_points = sum(demand.sizes[refusal.admitted :])
                 amounts[key] = amounts.get(key, 0) + refused_points
         self.counters.add(amounts, (REFUSALS_KEPT_MINUTES + 1) * 60)
+
+    def count_throttled_request(self, tenant_id: int) -> None:
+        """Count one API request of the tenant refused by the per-user throttle."""
+        if self._counters_down():
+            return
+        minute = int(self.clock()) // 60
+        key = self._refused_key(tenant_id, LimitReason.API_USER_RATE, minute)
+        try:
+            self.counters.add({key: 1}, (REFUSALS_KEPT_MINUTES + 1) * 60)
+        except CountersUnavailableError as error:
+            self._log_counters_down(error)
 
     def _rate_key(self, scope: str, owner_id: int, window: int) -> str:
         return f"{self.key_prefix}:rate:{scope}:{owner_id}:{window}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from django.core.cache import cache
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
@@ -59,6 +60,52 @@ class UserRateThrottle(CacheTolerantRateThrottle):
         if not (user and user.is_authenticated):
             return None
         return self.cache_format % {"scope": self.scope, "ident": user.pk}
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        allowed = super().allow_request(request, view)
+        if not allowed:
+            try:
+                window = float(getattr(self, "duration", None) or 60)
+                note_throttled(request, view, window, str(self.rate or ""))
+            except Exception:
+                # Bookkeeping of a refusal must not turn the 429 into a 500.
+                logger.exception("api.throttle_note_failed")
+        return allowed
+
+
+def note_throttled(request: Request, view: APIView, window: float, rate: str) -> None:
+    """Count a throttled request for its tenant; audit the first one of each window.
+
+    The tenant is the one the request names (path or ``X-Tenant-Id``), else the user's
+    only one; a request of a user of several tenants that names none is logged only.
+    """
+    from apps.audit.services import record_event
+    from apps.telemetry.limits import limiter
+    from apps.tenants.models import UserRole
+
+    user_id = int(request.user.pk or 0)
+    named = (getattr(view, "kwargs", None) or {}).get("tenant_id") or request.headers.get(
+        "X-Tenant-Id", ""
+    )
+    tenant_id: int | None = int(named) if str(named).isdigit() else None
+    if tenant_id is None:
+        memberships = list(UserRole.objects.filter(user_id=user_id).values_list("tenant_id")[:2])
+        tenant_id = memberships[0][0] if len(memberships) == 1 else None
+    logger.warning(
+        "api.throttled", extra={"user_id": user_id, "tenant_id": tenant_id, "rate": rate}
+    )
+    if tenant_id is None:
+        return
+    limiter().count_throttled_request(tenant_id)
+    # One audit event per user and window: a client hammering past its rate would
+    # otherwise write one row per refused request.
+    if cache.add(f"api-throttle-noted:{user_id}", 1, timeout=int(window)):
+        record_event(
+            "api.throttled",
+            tenant_id=tenant_id,
+            user_id=user_id,
+            payload={"rate": rate, "path": request.path[:200]},
+        )
 
 
 class AuthRateThrottle(CacheTolerantRateThrottle):

@@ -50,6 +50,32 @@ class TestPerUser:
         assert statuses == [200, 200, 200]
         assert_throttled(client.get("/devices"))
 
+    def test_a_refusal_is_counted_for_the_tenant_and_audited_once_per_window(
+        self, rates, client_for, tenant_a, settings
+    ):
+        from apps.audit.models import AuditEvent
+        from apps.telemetry import limits
+
+        # Counted by this process alone, for this test alone.
+        settings.INGEST_LIMITS_REDIS_URL = ""
+        limits.reset_limiter()
+        rates(user="2/minute")
+        client = client_for(tenant_a.viewer)
+        for _ in range(2):
+            client.get("/devices")
+
+        for _ in range(3):
+            assert_throttled(client.get("/devices"))
+
+        events = AuditEvent.objects.filter(type="api.throttled")
+        assert events.count() == 1
+        event = events.get()
+        assert (event.tenant_id, event.user_id) == (tenant_a.tenant.pk, tenant_a.viewer.pk)
+        assert event.payload == {"rate": "2/minute", "path": "/devices"}
+        refused = limits.limiter().refused_last_hour(tenant_a.tenant.pk)
+        assert refused["api_user_rate"] == 3
+        limits.reset_limiter()
+
     def test_the_rate_counts_every_route_and_tenant_of_the_user(
         self, rates, client_for, tenant_a, tenant_b
     ):

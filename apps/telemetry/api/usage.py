@@ -32,9 +32,12 @@ class UsageSerializer(serializers.Serializer[Any]):
 
 
 class RefusedSerializer(serializers.Serializer[Any]):
-    device_rate = serializers.IntegerField()
-    tenant_rate = serializers.IntegerField()
-    stored_points_quota = serializers.IntegerField()
+    device_rate = serializers.IntegerField(help_text="Points over a device's rate limit.")
+    tenant_rate = serializers.IntegerField(help_text="Points over the tenant's rate limit.")
+    stored_points_quota = serializers.IntegerField(help_text="Points over the quota.")
+    api_user_rate = serializers.IntegerField(
+        help_text="API requests of the tenant's users refused by the per-user throttle."
+    )
 
 
 class TenantLimitsSerializer(serializers.Serializer[Any]):

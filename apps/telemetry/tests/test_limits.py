@@ -276,6 +276,7 @@ class TestLimitsEndpoint:
             "device_rate": 3,
             "tenant_rate": 0,
             "stored_points_quota": 0,
+            "api_user_rate": 0,
         }
 
     @pytest.mark.parametrize("role", [Role.VIEWER, Role.MANAGER])
