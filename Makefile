@@ -27,7 +27,7 @@ maintain: migrate
 
 ## demo: create the demo tenant, admin login and device if missing (development only)
 demo: maintain
-	DJANGO_ENV=$${DJANGO_ENV:-development} $(BIN)/python manage.py bootstrap_demo
+	DJANGO_ENV=$${DJANGO_ENV:-development} API_HOST=$(HOST) API_PORT=$(PORT) $(BIN)/python manage.py bootstrap_demo
 
 ## run: install, migrate, create the demo data, start the daemons, Celery and the web server
 run: demo
