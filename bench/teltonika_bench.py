@@ -160,7 +160,7 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
     if finished.returncode != 0:
         raise BenchError(f"simteltonika failed:\n{finished.stderr.decode()[-2000:]}")
     summary = finished.stdout.decode().strip()
-    acknowledged = int(re.search(r"([\d,]+) records", summary).group(1).replace(",", ""))  # type: ignore[union-attr]
+    acknowledged = acknowledged_records(summary)
     stored = scalar("SELECT count(*) FROM telemetry") - before
     if stored != acknowledged:
         raise BenchError(f"{acknowledged} records acknowledged but {stored} stored.")
@@ -181,6 +181,14 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
         f"load: {args.devices} trackers, {args.records_per_packet} records per packet, "
         f"{args.duration:.0f} s ({elapsed:.1f} s with connecting); simulator: {summary}"
     )
+
+
+def acknowledged_records(simulator_summary: str) -> int:
+    """The records ``simteltonika`` reports acknowledged, from its summary line."""
+    match = re.search(r"([\d,]+) records", simulator_summary)
+    if match is None:
+        raise BenchError(f"no record count in the simulator's summary: {simulator_summary!r}")
+    return int(match.group(1).replace(",", ""))
 
 
 def copy_rate_of_stored_rows() -> float:

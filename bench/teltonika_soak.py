@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import resource
 import statistics
 import sys
@@ -161,9 +160,7 @@ def summarise(
     rates = [sample.rate for sample in full]
     median = statistics.median(rates)
     growth = (last.resident_kib - first.resident_kib) / first.resident_kib
-    acknowledged = int(
-        re.search(r"([\d,]+) records", simulator_summary).group(1).replace(",", "")  # type: ignore[union-attr]
-    )
+    acknowledged = teltonika.acknowledged_records(simulator_summary)
     stored = samples[-1].rows
     lines = [
         f"memory (RSS) at {first.seconds:.0f} s -> at {last.seconds:.0f} s: "

@@ -14,7 +14,9 @@ class Migration(migrations.Migration):
             name="device_points_per_minute",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Points one device may send per minute (INGEST_DEVICE_POINTS_PER_MINUTE).",
+                help_text=(
+                    "Points one device may send per minute (INGEST_DEVICE_POINTS_PER_MINUTE)."
+                ),
                 null=True,
             ),
         ),
@@ -41,7 +43,10 @@ class Migration(migrations.Migration):
             name="tenant_points_per_minute",
             field=models.PositiveIntegerField(
                 blank=True,
-                help_text="Points all of the tenant's devices may send per minute together (INGEST_TENANT_POINTS_PER_MINUTE).",
+                help_text=(
+                    "Points all of the tenant's devices may send per minute together "
+                    "(INGEST_TENANT_POINTS_PER_MINUTE)."
+                ),
                 null=True,
             ),
         ),
