@@ -83,11 +83,13 @@ def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool =
     With ``skip_invalid`` an invalid reading is listed in its submission's rejections and
     the others are written, as ``ingest_points`` does.
     """
-    devices = devices_by_token_hash({hash_device_token(s.token) for s in submissions})
+    # Each submission's device (or None), its token hashed once.
+    hashes = [hash_device_token(submission.token) for submission in submissions]
+    devices_by_hash = devices_by_token_hash(set(hashes))
+    found = [devices_by_hash.get(token_hash) for token_hash in hashes]
     sizes: dict[int, list[int]] = {}
     tenants: dict[int, int] = {}
-    for submission in submissions:
-        device = devices.get(hash_device_token(submission.token))
+    for submission, device in zip(submissions, found, strict=True):
         if device is not None and device[2]:
             sizes.setdefault(device[0], []).append(len(submission.readings))
             tenants[device[0]] = device[1]
@@ -102,8 +104,7 @@ def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool =
     owners: list[Submission] = []
     # Where each submission's first point sits in the batch, to place its rejections.
     starts: dict[int, int] = {}
-    for submission in submissions:
-        device = devices.get(hash_device_token(submission.token))
+    for submission, device in zip(submissions, found, strict=True):
         if device is None:
             submission.outcome = Outcome(refusal=Refusal.UNKNOWN_TOKEN)
             continue
