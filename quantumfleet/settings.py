@@ -126,6 +126,7 @@ DATABASES = {
         DATABASE_URL,
         sqlite_path=BASE_DIR / "db.sqlite3",
         health_checks=env.bool("DB_CONN_HEALTH_CHECKS", default=False),
+        prepared_statements=env.bool("DB_PREPARED_STATEMENTS", default=True),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

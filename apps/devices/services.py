@@ -19,6 +19,7 @@ from apps.audit.services import record_event, record_event_after_commit
 from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
 from apps.tenants.limits import effective_limits
 from apps.tenants.models import Tenant
+from quantumfleet.database import bound_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -137,24 +138,32 @@ def find_device_by_token(token: str) -> Device | None:
 def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int, int, bool]]:
     """(device id, tenant id, active) by ingest-token digest, in one indexed query.
 
-    Every ingested message starts here, so it is plain SQL: building an ORM query costs
-    more than the database's answer. Not cached, so that a rotated token or a deactivated
-    device is refused from the next message on.
+    Every ingested batch starts here, so it is plain SQL, prepared on PostgreSQL: building
+    an ORM query, or planning the statement each time, costs more than the answer. Not
+    cached, so that a rotated token or a deactivated device is refused from the next
+    message on.
     """
     if not token_hashes:
         return {}
     hashes = list(token_hashes)
     if connection.vendor == "postgresql":
         # One array literal: psycopg would adapt a list element by element in Python.
-        condition, params = "token_hash = ANY(%s::text[])", ["{" + ",".join(hashes) + "}"]
+        rows = postgresql_rows(
+            "SELECT token_hash, id, tenant_id, is_active FROM devices "
+            "WHERE token_hash = ANY(%s::text::text[])",
+            "{" + ",".join(hashes) + "}",
+        )
     else:
-        condition, params = f"token_hash IN ({', '.join(['%s'] * len(hashes))})", hashes
-    # The condition is one of the two written above; the digests are bound parameters.
-    columns = "token_hash, id, tenant_id, is_active"
-    sql = f"SELECT {columns} FROM devices WHERE {condition}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
+        placeholders = ", ".join(["%s"] * len(hashes))
+        # The placeholders are written above; the digests are bound parameters.
+        sql = (
+            "SELECT token_hash, id, tenant_id, is_active FROM devices "  # noqa: S608
+            f"WHERE token_hash IN ({placeholders})"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, hashes)
+            rows = cursor.fetchall()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
 def active_device_ids(device_ids: Collection[int]) -> set[int]:
@@ -166,15 +175,26 @@ def active_device_ids(device_ids: Collection[int]) -> set[int]:
     ids = list(device_ids)
     if not ids:
         return set()
-    params: list[Any]
     if connection.vendor == "postgresql":
-        condition, params = "id = ANY(%s::bigint[])", [ids]
+        rows = postgresql_rows(
+            "SELECT id FROM devices WHERE is_active AND id = ANY(%s::text::bigint[])",
+            "{" + ",".join(map(str, ids)) + "}",
+        )
     else:
-        condition, params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
-    sql = f"SELECT id FROM devices WHERE is_active AND {condition}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+        placeholders = ", ".join(["%s"] * len(ids))
+        # The placeholders are written above; the ids are bound parameters.
+        sql = f"SELECT id FROM devices WHERE is_active AND id IN ({placeholders})"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, ids)
+            rows = cursor.fetchall()
+    return {row[0] for row in rows}
+
+
+def postgresql_rows(sql: str, array_literal: str) -> list[tuple[Any, ...]]:
+    """Rows of a statement with one array parameter, through a prepared statement."""
+    with connection.wrap_database_errors, bound_cursor() as cursor:
+        cursor.execute(sql, [array_literal])
+        return cursor.fetchall()
 
 
 # Commands to devices. The web process queues; the daemon holding the device's connection

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import psycopg
 from django.db import connection
 from django.db.models import QuerySet
 
 from apps.telemetry.models import Telemetry
+from quantumfleet.database import bound_cursor
 
 AGGREGATES = ("avg", "min", "max", "sum", "count", "first", "last")
 INTERVAL_PATTERN = re.compile(r"^(\d{1,4})([smhd])$")
@@ -354,8 +354,7 @@ def latest_states_page(devices: QuerySet[Any], limit: int, offset: int) -> tuple
     """
     # The answer as bytea in a binary result: the bytes of the response as they are, with
     # no decoding to a Python string and encoding back (and no hex, as text results have).
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, [*all_params, *page_params], binary=True)
         count, body = cursor.fetchone() or (0, b"[]")
     return int(count), bytes(body)

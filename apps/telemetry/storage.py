@@ -24,6 +24,8 @@ import psycopg
 import psycopg.errors
 from django.db import connection, transaction
 
+from quantumfleet.database import bound_cursor
+
 # Below this many rows a VALUES list costs fewer round trips than a COPY.
 COPY_THRESHOLD = 64
 # Rows per write into a COPY: about 16 KB, enough to keep the database busy meanwhile.
@@ -235,17 +237,6 @@ def copy_fresh_rows(
         if chunk:
             copy.write(copy_text(chunk))
             copied += chunk
-
-
-def bound_cursor() -> psycopg.Cursor[Any]:
-    """A cursor of the same connection that binds parameters on the server.
-
-    Django binds on the client, so PostgreSQL plans each statement anew; over the
-    partitioned table planning costs more than running. Bound on the server, psycopg
-    prepares a statement after a few uses and its plan is kept for the session.
-    """
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
 
 
 def latest_stored_times(device_ids: Collection[int]) -> dict[int, datetime]:

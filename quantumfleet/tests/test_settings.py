@@ -147,8 +147,17 @@ class TestDatabaseUrl:
             "postgres://u@h/db?sslmode=require&conn_max_age=0", sqlite_path=tmp_path / "x"
         )
 
-        assert config["OPTIONS"] == {"sslmode": "require"}
+        assert config["OPTIONS"]["sslmode"] == "require"
         assert config["CONN_MAX_AGE"] == 0
+
+    def test_prepared_statements_are_on_unless_turned_off(self, tmp_path):
+        url = "postgres://u@h/db"
+        on = database_from_url(url, sqlite_path=tmp_path / "x")
+        off = database_from_url(url, sqlite_path=tmp_path / "x", prepared_statements=False)
+
+        assert on["OPTIONS"]["prepare_threshold"] == 5
+        # None is psycopg's "never prepare", what a transaction pooler needs.
+        assert off["OPTIONS"]["prepare_threshold"] is None
 
     @pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", "postgres://u@h/"])
     def test_unsupported_urls_say_how_to_fix_them(self, tmp_path, url):
