@@ -355,7 +355,9 @@ def latest_states_page(devices: QuerySet[Any], limit: int, offset: int) -> tuple
     # The answer as bytea in a binary result: the bytes of the response as they are, with
     # no decoding to a Python string and encoding back (and no hex, as text results have).
     with bound_cursor() as cursor:
-        cursor.execute(sql, [*all_params, *page_params], binary=True)
+        # Not prepared: a plan kept for the session would be made for whichever tenant and
+        # table sizes came first.
+        cursor.execute(sql, [*all_params, *page_params], binary=True, prepare=False)
         count, body = cursor.fetchone() or (0, b"[]")
     return int(count), bytes(body)
 
