@@ -147,10 +147,9 @@ def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int,
         return {}
     hashes = list(token_hashes)
     if connection.vendor == "postgresql":
-        # One array literal: psycopg would adapt a list element by element in Python.
         rows = postgresql_rows(
             "SELECT token_hash, id, tenant_id, is_active FROM devices "
-            "WHERE token_hash = ANY(%s::text::text[])",
+            "WHERE token_hash = ANY(%s::text[])",
             "{" + ",".join(hashes) + "}",
         )
     else:
@@ -177,7 +176,7 @@ def active_device_ids(device_ids: Collection[int]) -> set[int]:
         return set()
     if connection.vendor == "postgresql":
         rows = postgresql_rows(
-            "SELECT id FROM devices WHERE is_active AND id = ANY(%s::text::bigint[])",
+            "SELECT id FROM devices WHERE is_active AND id = ANY(%s::bigint[])",
             "{" + ",".join(map(str, ids)) + "}",
         )
     else:
@@ -191,7 +190,13 @@ def active_device_ids(device_ids: Collection[int]) -> set[int]:
 
 
 def postgresql_rows(sql: str, array_literal: str) -> list[tuple[Any, ...]]:
-    """Rows of a statement with one array parameter, through a prepared statement."""
+    """Rows of a statement with one array parameter, through a prepared statement.
+
+    The array comes as one literal (psycopg would adapt a list element by element in
+    Python), sent untyped so that PostgreSQL reads it once, as the type the statement casts
+    the parameter to. A cast from text written in the statement would instead parse the
+    literal again for every row compared: seconds for a batch of a thousand devices.
+    """
     with connection.wrap_database_errors, bound_cursor() as cursor:
         cursor.execute(sql, [array_literal])
         return cursor.fetchall()
