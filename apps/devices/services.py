@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ from apps.audit.services import record_event, record_event_after_commit
 from apps.devices.models import CommandStatus, Device, DeviceCommand, DeviceSession
 from apps.tenants.limits import effective_limits
 from apps.tenants.models import Tenant
-from quantumfleet.database import bound_cursor
+from quantumfleet.database import rows_where_in
 
 logger = logging.getLogger(__name__)
 
@@ -143,25 +143,12 @@ def devices_by_token_hash(token_hashes: Collection[str]) -> dict[str, tuple[int,
     cached, so that a rotated token or a deactivated device is refused from the next
     message on.
     """
-    if not token_hashes:
-        return {}
-    hashes = list(token_hashes)
-    if connection.vendor == "postgresql":
-        rows = postgresql_rows(
-            "SELECT token_hash, id, tenant_id, is_active FROM devices "
-            "WHERE token_hash = ANY(%s::text[])",
-            "{" + ",".join(hashes) + "}",
-        )
-    else:
-        placeholders = ", ".join(["%s"] * len(hashes))
-        # The placeholders are written above; the digests are bound parameters.
-        sql = (
-            "SELECT token_hash, id, tenant_id, is_active FROM devices "  # noqa: S608
-            f"WHERE token_hash IN ({placeholders})"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, hashes)
-            rows = cursor.fetchall()
+    rows = rows_where_in(
+        "SELECT token_hash, id, tenant_id, is_active FROM devices WHERE {}",
+        "token_hash",
+        token_hashes,
+        "text",
+    )
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
@@ -171,35 +158,10 @@ def active_device_ids(device_ids: Collection[int]) -> set[int]:
     The Teltonika daemon asks this for every batch it writes, so that a device
     deactivated or deleted while connected is refused from its next packet on.
     """
-    ids = list(device_ids)
-    if not ids:
-        return set()
-    if connection.vendor == "postgresql":
-        rows = postgresql_rows(
-            "SELECT id FROM devices WHERE is_active AND id = ANY(%s::bigint[])",
-            "{" + ",".join(map(str, ids)) + "}",
-        )
-    else:
-        placeholders = ", ".join(["%s"] * len(ids))
-        # The placeholders are written above; the ids are bound parameters.
-        sql = f"SELECT id FROM devices WHERE is_active AND id IN ({placeholders})"  # noqa: S608
-        with connection.cursor() as cursor:
-            cursor.execute(sql, ids)
-            rows = cursor.fetchall()
+    rows = rows_where_in(
+        "SELECT id FROM devices WHERE is_active AND {}", "id", device_ids, "bigint"
+    )
     return {row[0] for row in rows}
-
-
-def postgresql_rows(sql: str, array_literal: str) -> list[tuple[Any, ...]]:
-    """Rows of a statement with one array parameter, through a prepared statement.
-
-    The array comes as one literal (psycopg would adapt a list element by element in
-    Python), sent untyped so that PostgreSQL reads it once, as the type the statement casts
-    the parameter to. A cast from text written in the statement would instead parse the
-    literal again for every row compared: seconds for a batch of a thousand devices.
-    """
-    with connection.wrap_database_errors, bound_cursor() as cursor:
-        cursor.execute(sql, [array_literal])
-        return cursor.fetchall()
 
 
 # Commands to devices. The web process queues; the daemon holding the device's connection

@@ -32,9 +32,9 @@ from typing import Protocol
 
 import redis
 from django.conf import settings
-from django.db import connection
 
 from apps.tenants.limits import TenantLimits, limits_by_tenant
+from quantumfleet.database import rows_where_in
 
 logger = logging.getLogger(__name__)
 
@@ -434,14 +434,14 @@ def fitting_submissions(sizes: Sequence[int], room: int) -> int:
 def stored_points_by_tenant(tenant_ids: Collection[int]) -> dict[int, int]:
     """Points each tenant keeps in telemetry, from its devices' running counts."""
     ids = list(tenant_ids)
-    placeholders = ", ".join(["%s"] * len(ids))
-    sql = (
-        "SELECT tenant_id, COALESCE(SUM(point_count), 0) FROM device_state "  # noqa: S608
-        f"WHERE tenant_id IN ({placeholders}) GROUP BY tenant_id"
+    rows = rows_where_in(
+        "SELECT tenant_id, COALESCE(SUM(point_count), 0) FROM device_state WHERE {} "
+        "GROUP BY tenant_id",
+        "tenant_id",
+        ids,
+        "bigint",
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, ids)
-        found = {row[0]: int(row[1]) for row in cursor.fetchall()}
+    found = {row[0]: int(row[1]) for row in rows}
     return {tenant_id: found.get(tenant_id, 0) for tenant_id in ids}
 
 
