@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -55,6 +56,9 @@ FIRST_RETRY_DELAY = 0.5
 # How long rejected messages wait for the broker to take their dead letters.
 DEAD_LETTER_TIMEOUT = 10.0
 DISCONNECT_TIMEOUT = 10.0
+# A topic filter no consumer subscribes to. Unsubscribing from it changes nothing; the
+# broker's answer only tells that it has read every packet sent before.
+CLOSING_FILTER = "quantumfleet/consumer-closing/{}"
 # How often an idle consumer thread looks at the stop flag.
 IDLE_WAKEUP = 0.5
 DETAIL_SHOWN = 200
@@ -276,12 +280,14 @@ class MqttConsumer:
         self._connection = 0
         self._ack_lock = threading.Lock()
         self._disconnected = threading.Event()
+        self._unsubscribed = threading.Event()
         self.client = new_client(options, options.client_id, persistent=True)
         self.client.reconnect_delay_set(1, options.reconnect_max_delay)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.client.on_message = self._on_message
 
     def run(self) -> None:
@@ -383,6 +389,16 @@ class MqttConsumer:
             return
         logger.info("mqtt.subscribed", extra={"subscription": self.options.subscription})
         self.subscribed.set()
+
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self._unsubscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -578,6 +594,7 @@ class MqttConsumer:
     def _disconnect(self) -> None:
         self._stopping.set()
         if self.client.is_connected():
+            self._confirm_acknowledgements()
             self._disconnected.clear()
             self.client.disconnect()
             self._disconnected.wait(DISCONNECT_TIMEOUT)
@@ -586,6 +603,26 @@ class MqttConsumer:
             self.client.disconnect()
         self.client.loop_stop()
         CONNECTED.set(0)
+
+    def _confirm_acknowledgements(self) -> None:
+        """Wait until the broker has read every PUBACK sent, before the connection closes.
+
+        The broker handles a connection's packets in order, so its answer to a request sent
+        after the last PUBACK means every PUBACK was applied. Closed without it, PUBACKs
+        still unread on the broker's side can be lost with the connection (a reset, or a
+        busy broker that drops the connection before reading them), and the next session
+        receives those messages again: stored once all the same, but rejected messages
+        would be dead-lettered twice.
+        """
+        self._unsubscribed.clear()
+        result, _ = self.client.unsubscribe(closing_filter(self.options.client_id))
+        if result != mqtt.MQTT_ERR_SUCCESS or not self._unsubscribed.wait(DISCONNECT_TIMEOUT):
+            logger.warning("mqtt.close_unconfirmed", extra={"result": str(result)})
+
+
+def closing_filter(client_id: str) -> str:
+    """The filter of the closing round trip: the client id with no wildcard or level in it."""
+    return CLOSING_FILTER.format(re.sub(r"[+#/$]", "_", client_id))
 
 
 def dead_letter(entry: Entry) -> bytes:

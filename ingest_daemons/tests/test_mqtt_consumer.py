@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
+import socket
+import struct
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -256,3 +261,76 @@ def test_with_mqtt_3_1_1_the_session_keeps_what_arrives_while_away(
 
     wait_until(lambda: stored_count(mqtt_device) == 4, what="the points sent while away")
     wait_until(lambda: again.totals.acknowledged == 3, what="three PUBACKs")
+
+
+class SlowLink:
+    """A TCP link to the broker that delivers the client's bytes late and, when the client
+    closes, drops the broker's side at once: what it still held never arrives."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target = (host, port)
+        self.delay = delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+                late: queue.Queue[tuple[float, bytes]] = queue.Queue()
+                threading.Thread(
+                    target=self._read, args=(client, upstream, late), daemon=True
+                ).start()
+                threading.Thread(target=self._deliver, args=(upstream, late), daemon=True).start()
+                threading.Thread(target=self._answer, args=(upstream, client), daemon=True).start()
+
+    def _read(
+        self, client: socket.socket, upstream: socket.socket, late: queue.Queue[tuple[float, bytes]]
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(65536):
+                late.put((time.monotonic() + self.delay, chunk))
+        # The client is gone: so is everything not yet delivered.
+        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        upstream.close()
+        client.close()
+
+    def _deliver(self, upstream: socket.socket, late: queue.Queue[tuple[float, bytes]]) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                due, chunk = late.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                upstream.sendall(chunk)
+
+    def _answer(self, upstream: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := upstream.recv(65536):
+                client.sendall(chunk)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_stopped_consumer_waits_until_the_broker_has_its_acks(
+    start_consumer, publisher, mqtt_broker, mqtt_device
+):
+    link = SlowLink(mqtt_broker.host, mqtt_broker.port, delay=0.3)
+    topic = mqtt_broker.topic_of(MQTT_TOKEN)
+    try:
+        running = start_consumer(host="127.0.0.1", port=link.port)
+        publisher.send(topic, {"data": {"n": 1}, "ts": iso(T0)})
+        publisher.flush()
+        wait_until(lambda: running.totals.acknowledged == 1, what="the PUBACK")
+        running.stop()
+    finally:
+        link.close()
+
+    # Had the consumer closed with its PUBACK still on the way, the next session of the
+    # same client would receive the message again.
+    again = start_consumer()
+    publisher.send(topic, {"data": {"n": 2}, "ts": iso(T0 + timedelta(seconds=1))})
+    publisher.flush()
+    wait_until(lambda: stored_count(mqtt_device) == 2, what="the next message")
+    assert (again.totals.messages, again.totals.duplicates) == (1, 0)
