@@ -390,14 +390,8 @@ class MqttConsumer:
         logger.info("mqtt.subscribed", extra={"subscription": self.options.subscription})
         self.subscribed.set()
 
-    def _on_unsubscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
+    def _on_unsubscribe(self, *answer: Any) -> None:
+        # Only the closing round trip unsubscribes, and any answer to it will do.
         self._unsubscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
