@@ -24,7 +24,7 @@ import psycopg
 import psycopg.errors
 from django.db import connection, transaction
 
-from quantumfleet.database import bound_cursor
+from quantumfleet.database import bound_cursor, rows_where_in
 
 # Below this many rows a VALUES list costs fewer round trips than a COPY.
 COPY_THRESHOLD = 64
@@ -245,15 +245,10 @@ def latest_stored_times(device_ids: Collection[int]) -> dict[int, datetime]:
     Not locked: a concurrent batch that stores the same point first makes this batch's
     copy fail on the repeated key, and the whole batch then takes the careful path.
     """
-    with bound_cursor() as cursor:
-        cursor.execute(
-            "SELECT device_id, last_ts FROM device_state WHERE device_id = ANY(%s::bigint[])",
-            # An array literal (psycopg's list adaptation loops in Python per element), sent
-            # untyped so that PostgreSQL reads it once as the parameter's bigint[]. Cast from
-            # text in the statement, it would be parsed again for every row compared.
-            ["{" + ",".join(map(str, device_ids)) + "}"],
-        )
-        return dict(cursor.fetchall())
+    rows = rows_where_in(
+        "SELECT device_id, last_ts FROM device_state WHERE {}", "device_id", device_ids, "bigint"
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 def copy_text(rows: Iterable[Row]) -> bytes:

@@ -367,6 +367,8 @@ class MqttConsumer:
             self._connection += 1
         CONNECTED.set(0)
         self.subscribed.clear()
+        # No answer to the closing round trip comes on a closed connection.
+        self._unsubscribed.set()
         self._disconnected.set()
         if self._stopping.is_set():
             logger.info("mqtt.disconnected", extra={"reason": str(reason)})
