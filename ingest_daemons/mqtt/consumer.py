@@ -45,6 +45,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge
 
 from apps.telemetry.batching import Refusal, Submission, write_submissions
+from ingest_daemons.mqtt.buffered_client import BufferedClient
 from ingest_daemons.mqtt.payload import BadMessageError, Reason, TopicPattern, parse_payload
 from ingest_daemons.writer import with_usable_connection
 
@@ -94,8 +95,8 @@ class ConsumerOptions:
     protocol: str = "5"
     keepalive: int = 30
     session_expiry: int = 86_400
-    receive_maximum: int = 2_000
-    batch_max_messages: int = 2_000
+    receive_maximum: int = 10_000
+    batch_max_messages: int = 5_000
     batch_max_delay: float = 0.005
     dead_letter_topic: str = ""
     reconnect_max_delay: int = 30
@@ -138,11 +139,11 @@ class ConsumerOptions:
         return self.protocol == "5"
 
 
-def new_client(options: ConsumerOptions, client_id: str, *, persistent: bool) -> mqtt.Client:
+def new_client(options: ConsumerOptions, client_id: str, *, persistent: bool) -> BufferedClient:
     """A paho client with the broker login and TLS of ``options``; acks are left to us."""
     if options.protocol not in PROTOCOLS:
         raise ValueError(f"MQTT protocol {options.protocol!r}: use 5 or 3.1.1.")
-    client = mqtt.Client(
+    client = BufferedClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         # MQTT 5 says it with clean_start and a session expiry when connecting instead.
@@ -288,7 +289,7 @@ class MqttConsumer:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_unsubscribe = self._on_unsubscribe
-        self.client.on_message = self._on_message
+        self.client.on_publish_received = self._on_publish_received
 
     def run(self) -> None:
         """Consume until ``stop``; what was received by then is stored and acknowledged."""
@@ -396,15 +397,13 @@ class MqttConsumer:
         # Only the closing round trip unsubscribes, and any answer to it will do.
         self._unsubscribed.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_publish_received(self, mid: int, qos: int, topic: bytes, payload: bytes) -> None:
         try:
-            topic = message.topic
+            topic_text = topic.decode()
         except UnicodeDecodeError:
             # Brokers refuse such topics; should one pass, it is refused as a bad topic.
-            topic = ""
-        delivery = Delivery(
-            message.mid, message.qos, topic, message.payload, self._connection, timezone.now()
-        )
+            topic_text = ""
+        delivery = Delivery(mid, qos, topic_text, payload, self._connection, timezone.now())
         with self._ready:
             self._queue.append(delivery)
             self._ready.notify()
@@ -576,16 +575,16 @@ class MqttConsumer:
                 )
 
     def _acknowledge(self, entries: list[Entry]) -> None:
-        acknowledged = 0
         with self._ack_lock:
-            for entry in entries:
-                delivery = entry.delivery
-                if entry.hold or delivery.connection != self._connection:
-                    continue
-                self.client.ack(delivery.mid, delivery.qos)
-                acknowledged += 1
-        self.totals.acknowledged += acknowledged
-        MESSAGES_ACKNOWLEDGED.inc(acknowledged)
+            deliveries = [
+                entry.delivery
+                for entry in entries
+                if not entry.hold and entry.delivery.connection == self._connection
+            ]
+            # QoS 0 messages have no acknowledgement; the subscription's QoS 1 caps the rest.
+            self.client.ack_many(delivery.mid for delivery in deliveries if delivery.qos == 1)
+        self.totals.acknowledged += len(deliveries)
+        MESSAGES_ACKNOWLEDGED.inc(len(deliveries))
 
     def _disconnect(self) -> None:
         self._stopping.set()
