@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +43,7 @@ DECODE_FRAMES = 2_000
 RECORDS_PER_FRAME = 10
 DAEMON_START_TIMEOUT = 30.0
 IDLE_SETTLE_SECONDS = 3.0
+TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 
 
 def register_trackers(count: int) -> int:
@@ -74,6 +75,15 @@ def register_trackers(count: int) -> int:
 @contextmanager
 def running_daemon(database_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """``manage.py runteltonika`` on 127.0.0.1:port for the block."""
+    with running_daemons(database_url, port, 1) as (daemon,):
+        yield daemon
+
+
+@contextmanager
+def running_daemons(
+    database_url: str, port: int, count: int
+) -> Iterator[tuple[subprocess.Popen[bytes], ...]]:
+    """``count`` daemons on 127.0.0.1:port for the block, sharing it when more than one."""
     environment = {
         **os.environ,
         "DJANGO_ENV": "test",
@@ -91,24 +101,44 @@ def running_daemon(database_url: str, port: int) -> Iterator[subprocess.Popen[by
         str(port),
         "--no-udp",
     ]
-    with tempfile.TemporaryFile() as log:
-        # The command is built from this script's own values, not from outside input.
-        process = subprocess.Popen(  # noqa: S603
-            command, cwd=common.REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
+    if count > 1:
+        command.append("--share-port")
+    with ExitStack() as stack:
+        daemons = []
+        for number in range(1, count + 1):
+            log = stack.enter_context(tempfile.TemporaryFile())
+            # The command is built from this script's own values, not from outside input.
+            process = subprocess.Popen(  # noqa: S603
+                command, cwd=common.REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+            stack.callback(stop_daemon, process)
             deadline = time.monotonic() + DAEMON_START_TIMEOUT
-            while not port_open(port):
+            # Each daemon sharing the port has a listening socket of its own.
+            while listening_sockets(port) < number:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise BenchError(f"runteltonika did not start:\n{common.log_tail(log)}")
                 time.sleep(0.2)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            daemons.append(process)
+        yield tuple(daemons)
+
+
+def stop_daemon(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def listening_sockets(port: int) -> int:
+    """TCP sockets of this machine listening on ``port`` (from /proc/net/tcp)."""
+    listening = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] == TCP_LISTEN:
+            listening += 1
+    return listening
 
 
 def port_open(port: int) -> bool:
@@ -119,6 +149,14 @@ def port_open(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a running process has used so far (from /proc)."""
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user_ticks, system_ticks = int(fields[11]), int(fields[12])
+    return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def resident_kib(pid: int) -> int:
@@ -132,7 +170,7 @@ def resident_kib(pid: int) -> int:
 def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: str) -> None:
     """Records acknowledged per second through the daemon, next to COPY of those rows."""
     port = common.free_port()
-    with running_daemon(database_url, port):
+    with running_daemons(database_url, port, args.daemons) as daemons:
         command = [
             sys.executable,
             "manage.py",
@@ -150,6 +188,8 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
         ]
         environment = {**os.environ, "DJANGO_ENV": "test", "DATABASE_URL": database_url}
         before = scalar("SELECT count(*) FROM telemetry")
+        daemon_cpu_before = sum(cpu_seconds(daemon.pid) for daemon in daemons)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         # The simulator is its own process: it must not share a core's time with the
         # daemon's event loop inside one interpreter.
@@ -157,6 +197,12 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
             command, cwd=common.REPO_ROOT, env=environment, capture_output=True, check=False
         )
         elapsed = time.perf_counter() - started
+        daemon_cpu = sum(cpu_seconds(daemon.pid) for daemon in daemons) - daemon_cpu_before
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The simulator is the only child that ended in between: its whole CPU time.
+    simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     if finished.returncode != 0:
         raise BenchError(f"simteltonika failed:\n{finished.stderr.decode()[-2000:]}")
     summary = finished.stdout.decode().strip()
@@ -169,7 +215,8 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
     ceiling = copy_rate_of_stored_rows()
     report.add(
         Figure(
-            "TCP records committed/s (ACK after commit)",
+            "TCP records committed/s (ACK after commit)"
+            + (f", {args.daemons} daemons sharing the port" if args.daemons > 1 else ""),
             f"{rate:,.0f}/s",
             f"{rate / ceiling:.2f} of COPY",
             ">= 0.50",
@@ -179,7 +226,13 @@ def measure_end_to_end(report: Report, args: argparse.Namespace, database_url: s
     report.add(Figure("COPY of the same rows", f"{ceiling:,.0f} rows/s"))
     report.notes.append(
         f"load: {args.devices} trackers, {args.records_per_packet} records per packet, "
+        f"{args.daemons} daemon(s), "
         f"{args.duration:.0f} s ({elapsed:.1f} s with connecting); simulator: {summary}"
+    )
+    report.notes.append(
+        f"CPU per acknowledged record: daemon {daemon_cpu / acknowledged * 1e6:.1f} µs "
+        f"({daemon_cpu / elapsed:.2f} of a core), simulator "
+        f"{simulator_cpu / acknowledged * 1e6:.1f} µs ({simulator_cpu / elapsed:.2f} of a core)"
     )
 
 
@@ -298,6 +351,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=200, help="Simulated trackers.")
     parser.add_argument("--records-per-packet", type=int, default=10)
     parser.add_argument("--duration", type=float, default=20.0, help="Seconds of load.")
+    parser.add_argument(
+        "--daemons",
+        type=int,
+        default=1,
+        help="runteltonika processes sharing the port (--share-port) for the load.",
+    )
     parser.add_argument("--idle-connections", type=int, default=10_000)
     parser.add_argument("--keep-database", dest="drop_database", action="store_false")
     return parser.parse_args(argv)

@@ -20,11 +20,12 @@ Decisions where the vendor documentation leaves room:
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+from fastcrc import crc16
 
 CODEC_8 = 0x08
 CODEC_8E = 0x8E
@@ -80,48 +81,14 @@ class FrameTooLongError(CodecError):
     """A frame declares more bytes than the reader accepts."""
 
 
-# CRC-16/IBM (also known as CRC-16/ARC): reflected polynomial 0xA001, initial value 0.
-
-
-def _crc_byte_table() -> list[int]:
-    table = []
-    for index in range(256):
-        crc = index
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc_byte_table()
-# One lookup per 16-bit little-endian word instead of per byte: the CRC runs over every
-# byte of every frame and takes a fifth or more of the decoding time, so halving its
-# Python loop is worth a 64 Ki-entry table (about 2.5 MB, built once at import). A list
-# beats array("H") here: it hands back existing int objects instead of making new ones.
-_CRC_WORD_TABLE = [
-    (_CRC_TABLE[low] >> 8) ^ _CRC_TABLE[(high ^ _CRC_TABLE[low]) & 0xFF]
-    for high in range(256)
-    for low in range(256)
-]
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
 def crc16_ibm(data: BytesLike) -> int:
-    """CRC-16/IBM of ``data``, as Teltonika computes it over a frame's data field."""
-    view = memoryview(data).cast("B")
-    crc = 0
-    if _LITTLE_ENDIAN:
-        even = len(view) & ~1
-        word_table = _CRC_WORD_TABLE
-        for word in view[:even].cast("H"):
-            crc = word_table[crc ^ word]
-        if even != len(view):
-            crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ view[even]) & 0xFF]
-        return crc
-    table = _CRC_TABLE
-    for byte in view:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc
+    """CRC-16/IBM of ``data``, as Teltonika computes it over a frame's data field.
+
+    CRC-16/IBM is also known as CRC-16/ARC: reflected polynomial 0xA001, initial value 0.
+    The checksum runs over every byte of every frame; computed in Python it took a tenth of
+    the daemon's time under load, so it comes from a compiled library.
+    """
+    return crc16.arc(data)
 
 
 # AVL records

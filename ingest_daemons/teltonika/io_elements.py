@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,8 @@ def _projections() -> dict[str, dict[int, list[_Projection]]]:
 _PROJECTIONS = _projections()
 
 
+# Asked for every record a daemon receives, of a handful of model names per fleet.
+@lru_cache(maxsize=1024)
 def model_family(model: str) -> str:
     """The I/O table family of a device model.
 

@@ -93,6 +93,9 @@ class ServerOptions:
     auto_register_tenant: str = ""
     command_poll_seconds: float = 1.0
     command_answer_timeout: float = 60.0
+    # SO_REUSEPORT: several daemons on one machine listen on the same port and the kernel
+    # spreads new connections (and UDP peers) across them, one interpreter per core.
+    share_port: bool = False
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> ServerOptions:
@@ -111,6 +114,7 @@ class ServerOptions:
             auto_register_tenant=settings.TELTONIKA_AUTO_REGISTER_TENANT,
             command_poll_seconds=settings.TELTONIKA_COMMAND_POLL_SECONDS,
             command_answer_timeout=float(settings.DEVICE_COMMAND_ANSWER_TIMEOUT),
+            share_port=settings.TELTONIKA_SHARE_PORT,
         )
         return options.replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -162,31 +166,34 @@ def find_device(imei: str, auto_register_tenant: str) -> KnownDevice | None:
     return KnownDevice(row["id"], row["tenant_id"], imei, row["model"], row["is_active"])
 
 
-def record_timestamp(record: codec.AvlRecord, received_at: datetime, index: int) -> datetime:
-    """The record's time, or the arrival time when the device clock cannot be right.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_TS_MS = (EARLIEST_TS - _EPOCH) // timedelta(milliseconds=1)
+_LATEST_TS_AHEAD_MS = LATEST_TS_AHEAD // timedelta(milliseconds=1)
+
+
+def packet_points(
+    device: KnownDevice, codec_id: int, records: tuple[codec.AvlRecord, ...]
+) -> list[Point]:
+    """The records of one AVL packet as points for the ingest service.
 
     A tracker that saves records before its clock is synchronised stamps them 1970 or
     thereabouts. Such records are kept (the device cannot resend them any better) at the
     arrival time, one microsecond apart so they stay distinct; the device's own stamp stays
     in the data as ``device_ts_ms``.
     """
-    ts = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
-    if EARLIEST_TS <= ts <= received_at + LATEST_TS_AHEAD:
-        return ts
-    return received_at + timedelta(microseconds=index)
-
-
-def packet_points(
-    device: KnownDevice, codec_id: int, records: tuple[codec.AvlRecord, ...]
-) -> list[Point]:
-    """The records of one AVL packet as points for the ingest service."""
     received_at = timezone.now()
+    # The bounds in whole milliseconds, so that each record is checked with two integer
+    # comparisons before any datetime is made: this runs for every record received.
+    latest_ms = (received_at - _EPOCH) // timedelta(milliseconds=1) + _LATEST_TS_AHEAD_MS
     points = []
     for index, record in enumerate(records):
         data = record_data(record, codec_id, device.model)
-        ts = record_timestamp(record, received_at, index)
-        if ts.timestamp() * 1000 != record.timestamp_ms:
-            data["device_ts_ms"] = record.timestamp_ms
+        timestamp_ms = record.timestamp_ms
+        if _EARLIEST_TS_MS <= timestamp_ms <= latest_ms:
+            ts = _EPOCH + timedelta(milliseconds=timestamp_ms)
+        else:
+            ts = received_at + timedelta(microseconds=index)
+            data["device_ts_ms"] = timestamp_ms
         points.append(Point(device.tenant_id, device.id, ts, data))
     return points
 
@@ -269,13 +276,19 @@ class TeltonikaServer:
         options = self.options
         self.writer.start()
         self._tcp = await asyncio.start_server(
-            self._accept, options.bind, options.port, limit=READ_SIZE, backlog=1024
+            self._accept,
+            options.bind,
+            options.port,
+            limit=READ_SIZE,
+            backlog=1024,
+            reuse_port=options.share_port or None,
         )
         if options.udp:
             loop = asyncio.get_running_loop()
             self._udp, _ = await loop.create_datagram_endpoint(
                 lambda: DatagramHandler(self),
                 local_addr=(options.bind, options.port or self.tcp_port),
+                reuse_port=options.share_port or None,
             )
         self._background.append(asyncio.create_task(self._poll_commands(), name="commands"))
         logger.info(
@@ -442,7 +455,10 @@ class TeltonikaServer:
         connection.device = device
         previous = self.connections.get(device.id)
         if previous is not None and previous is not connection:
-            # A device reconnects when its old link died unnoticed: the new one wins.
+            # A device reconnects when its old link died unnoticed: the new one wins. Only
+            # connections to this daemon are seen here: with several daemons sharing the
+            # port, an old link held by another stays open until its idle timeout (see
+            # "Several daemons on one machine" in docs/teltonika.md).
             previous.close_reason = "replaced"
             if previous.reading is not None and not previous.busy:
                 previous.reading.cancel()

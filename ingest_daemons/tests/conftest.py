@@ -39,6 +39,7 @@ NO_ACK_WAIT = 1.5
 class RunningDaemon:
     server: TeltonikaServer
     loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
     port: int
 
     def call(self, coroutine: Any, timeout: float = 60) -> Any:
@@ -62,18 +63,36 @@ def daemon(transactional_db: None, daemon_options: ServerOptions) -> Iterator[Ru
     """``runteltonika``'s server, running in its own thread and event loop."""
     if connection.vendor == "sqlite":
         pytest.skip("the daemon's threads need a database that several connections can share")
+    running = start_daemon(daemon_options)
+    yield running
+    stop_daemon(running)
+
+
+def start_daemon(options: ServerOptions) -> RunningDaemon:
+    """A started server in an event loop of its own thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="teltonika-test", daemon=True)
     thread.start()
-    server = TeltonikaServer(daemon_options)
-    running = RunningDaemon(server, loop, 0)
-    running.call(server.start())
+    server = TeltonikaServer(options)
+    running = RunningDaemon(server, loop, thread, 0)
+    try:
+        running.call(server.start())
+    except BaseException:
+        stop_daemon(running)
+        raise
     running.port = server.tcp_port
-    yield running
-    running.call(server.stop())
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    return running
+
+
+def stop_daemon(running: RunningDaemon) -> None:
+    running.call(running.server.stop())
+    shut_loop(running)
+
+
+def shut_loop(running: RunningDaemon) -> None:
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    running.thread.join(10)
+    running.loop.close()
 
 
 @pytest.fixture

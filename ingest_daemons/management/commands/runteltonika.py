@@ -27,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, help=f"Port (default {settings.TCP_PORT}).")
         parser.add_argument("--no-udp", action="store_true", help="Do not listen for UDP.")
         parser.add_argument(
+            "--share-port",
+            action="store_true",
+            help="Listen with SO_REUSEPORT, so that several daemons share the port "
+            "(TELTONIKA_SHARE_PORT).",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int,
             default=settings.TELTONIKA_METRICS_PORT,
@@ -38,6 +44,7 @@ class Command(BaseCommand):
             bind=options["bind"],
             port=options["port"],
             udp=False if options["no_udp"] else None,
+            share_port=True if options["share_port"] else None,
         )
         if options["metrics_port"]:
             start_http_server(options["metrics_port"], addr=server_options.bind)
