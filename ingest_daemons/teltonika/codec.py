@@ -458,13 +458,14 @@ def encode_avl_data(codec_id: int, records: Sequence[AvlRecord]) -> bytes:
     return bytes((codec_id,)) + count + body + count
 
 
-def _frame(data: bytes) -> bytes:
+def frame_data_field(data: bytes) -> bytes:
+    """A whole TCP frame around an encoded data field: zero preamble, length, data, CRC."""
     return _FRAME_HEAD.pack(0, len(data)) + data + _U32.pack(crc16_ibm(data))
 
 
 def encode_avl_frame(codec_id: int, records: Sequence[AvlRecord]) -> bytes:
     """A whole TCP AVL frame for ``records``, as a device sends it."""
-    return _frame(encode_avl_data(codec_id, records))
+    return frame_data_field(encode_avl_data(codec_id, records))
 
 
 def encode_tcp_ack(record_count: int) -> bytes:
@@ -680,7 +681,7 @@ def encode_command_frame(codec_id: int, messages: Sequence[CommandMessage]) -> b
         parts.append(_encode_int(len(content), 4, "message size"))
         parts.append(content)
     parts.append(count)
-    return _frame(b"".join(parts))
+    return frame_data_field(b"".join(parts))
 
 
 def encode_command(text: str, *, imei: str | None = None) -> bytes:

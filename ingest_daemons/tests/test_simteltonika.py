@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from apps.telemetry.models import Telemetry
 from ingest_daemons.tests.conftest import IMEI
@@ -38,3 +39,8 @@ def test_an_interval_paces_the_packets(daemon, tracker_device):
     stored = Telemetry.objects.filter(device=tracker_device).order_by("ts")
     gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(stored)]
     assert gaps == pytest.approx([0.5] * (packets - 1), abs=0.2)
+
+
+def test_more_records_than_a_packet_holds_are_refused():
+    with pytest.raises(CommandError, match="at most 255"):
+        simulate(5072, records_per_packet=256)

@@ -15,6 +15,7 @@ from ingest_daemons.teltonika.simulator import ImeiRefusedError, Route, Simulate
 
 IMEI_DIGITS = 15
 MAX_CONNECT_RETRY_SECONDS = 30.0
+MAX_RECORDS_PER_PACKET = 255
 
 
 @dataclass
@@ -74,6 +75,11 @@ class Command(BaseCommand):
             raise CommandError("--imei must be 15 digits.")
         if options["devices"] < 1 or options["records_per_packet"] < 1:
             raise CommandError("--devices and --records-per-packet must be at least 1.")
+        if options["records_per_packet"] > MAX_RECORDS_PER_PACKET:
+            raise CommandError(
+                f"--records-per-packet must be at most {MAX_RECORDS_PER_PACKET}: "
+                "a packet's record count is one byte."
+            )
         report = asyncio.run(self.simulate(options))
         self.stdout.write(
             f"{report.trackers} device(s): {report.packets} packets, {report.records} records "
@@ -158,16 +164,17 @@ class Command(BaseCommand):
                     # On a fixed beat, so a slow ACK does not lower the tracker's rate.
                     await asyncio.sleep(max(0.0, next_send - time.monotonic()))
                     next_send += interval
-                records = tracker.next_records(options["records_per_packet"], interval or 1.0)
-                acknowledged = await tracker.send(records)
-                if acknowledged != len(records):
-                    raise ConnectionError(f"ACK {acknowledged} for {len(records)} records")
+                record_count = options["records_per_packet"]
+                frame = tracker.next_frame(record_count, interval or 1.0)
+                acknowledged = await tracker.send_raw(frame)
+                if acknowledged != record_count:
+                    raise ConnectionError(f"ACK {acknowledged} for {record_count} records")
                 sent += 1
                 report.packets += 1
                 report.records += acknowledged
         except (OSError, TimeoutError) as error:
             report.failed += 1
-            self.stderr.write(f"IMEI {tracker.imei}: {error or type(error).__name__}")
+            self.stderr.write(f"IMEI {tracker.imei}: {str(error) or type(error).__name__}")
         finally:
             await tracker.close()
 
