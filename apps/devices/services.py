@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.audit.models import EventType
@@ -274,6 +274,21 @@ def open_device_session(device_id: int, tenant_id: int, transport: str, peer: st
         last_seen=now,
     )
     return session.pk
+
+
+def latest_session_id() -> int:
+    """The id of the newest device session, 0 when there is none."""
+    return DeviceSession.objects.aggregate(latest=Max("pk"))["latest"] or 0
+
+
+def sessions_opened_after(session_id: int, transport: str, limit: int) -> list[tuple[int, int]]:
+    """``(session id, device id)`` of ``transport``'s sessions newer than ``session_id``.
+
+    Oldest first and at most ``limit``, so that a caller can read them all in turns by
+    passing the last id it saw.
+    """
+    opened = DeviceSession.objects.filter(pk__gt=session_id, transport=transport).order_by("pk")
+    return list(opened.values_list("pk", "device_id")[:limit])
 
 
 @transaction.atomic

@@ -42,6 +42,9 @@ from ingest_daemons.writer import (
 logger = logging.getLogger(__name__)
 
 TRANSPORT_TCP = "teltonika-tcp"
+# Sessions read per scan for devices that reconnected through another daemon; a whole
+# fleet reconnecting at once is read over several scans.
+SESSION_SCAN_LIMIT = 5000
 READ_SIZE = 65_536
 # UDP devices are looked up once a minute at most, not per datagram.
 UDP_DEVICE_CACHE_SECONDS = 60.0
@@ -58,6 +61,9 @@ RECORDS_STORED = Counter("teltonika_records_stored", "AVL records newly stored."
 RECORDS_DUPLICATE = Counter("teltonika_records_duplicate", "AVL records already stored.")
 RECORDS_REJECTED = Counter("teltonika_records_rejected", "AVL records the ingest refused.")
 BAD_FRAMES = Counter("teltonika_bad_frames", "Frames that did not decode.", ["transport"])
+CONNECTIONS_REPLACED = Counter(
+    "teltonika_connections_replaced", "Connections closed because the device connected again."
+)
 STORAGE_FAILURES = Counter("teltonika_storage_failures", "Packets not stored, so not ACKed.")
 PACKETS_REFUSED = Counter(
     "teltonika_packets_refused", "Packets of a device deactivated or deleted while connected."
@@ -259,6 +265,8 @@ class TeltonikaServer:
         self._stopped = asyncio.Event()
         # Devices connected here that have a command waiting, as of the last poll.
         self._pending: set[int] = set()
+        # The newest device session looked at by _close_connections_replaced_elsewhere.
+        self._sessions_seen: int | None = None
 
     @property
     def tcp_port(self) -> int:
@@ -290,7 +298,15 @@ class TeltonikaServer:
                 local_addr=(options.bind, options.port or self.tcp_port),
                 reuse_port=options.share_port or None,
             )
+        try:
+            self._sessions_seen = await self.database.run(devices.latest_session_id)
+        except Exception:
+            # Retried by the watch below; until then no session is taken for replacing one.
+            logger.exception("teltonika.session_scan_failed")
         self._background.append(asyncio.create_task(self._poll_commands(), name="commands"))
+        self._background.append(
+            asyncio.create_task(self._close_connections_replaced_elsewhere(), name="sessions")
+        )
         logger.info(
             "teltonika.listening",
             extra={"bind": options.bind, "tcp_port": self.tcp_port, "udp_port": self.udp_port},
@@ -455,13 +471,9 @@ class TeltonikaServer:
         connection.device = device
         previous = self.connections.get(device.id)
         if previous is not None and previous is not connection:
-            # A device reconnects when its old link died unnoticed: the new one wins. Only
-            # connections to this daemon are seen here: with several daemons sharing the
-            # port, an old link held by another stays open until its idle timeout (see
-            # "Several daemons on one machine" in docs/teltonika.md).
-            previous.close_reason = "replaced"
-            if previous.reading is not None and not previous.busy:
-                previous.reading.cancel()
+            # A device reconnects when its old link died unnoticed: the new one wins. An
+            # old link held by another daemon is found by _close_connections_replaced_elsewhere.
+            self._retire(previous)
         self.connections[device.id] = connection
         # Accepted as soon as it is known: the session below is bookkeeping, and when a
         # whole fleet reconnects at once (a daemon restart) the trackers should not wait
@@ -481,6 +493,15 @@ class TeltonikaServer:
             # A device is not turned away for its session.
             logger.exception("teltonika.session_open_failed", extra={"device_id": device.id})
         logger.info("teltonika.connected", extra=self._log_fields(connection))
+
+    @staticmethod
+    def _retire(connection: Connection) -> None:
+        """Close a device's older connection once a newer one is accepted."""
+        connection.close_reason = "replaced"
+        CONNECTIONS_REPLACED.inc()
+        # A connection in the middle of storing a packet closes once it has sent the ACK.
+        if connection.reading is not None and not connection.busy:
+            connection.reading.cancel()
 
     async def _refuse(self, connection: Connection, reason: str, outcome: str) -> None:
         CONNECTIONS_TOTAL.labels(f"refused_{outcome}").inc()
@@ -659,6 +680,47 @@ class TeltonikaServer:
                 if device_id in self._pending:
                     with contextlib.suppress(Exception):
                         await self._send_next_command(connection)
+
+    async def _close_connections_replaced_elsewhere(self) -> None:
+        """Close connections whose device has connected again through another daemon.
+
+        Every daemon opens a session when it accepts a device. A TCP session newer than
+        the one a connection here opened means that the device came back through another
+        daemon (several sharing a port, or behind a load balancer) and this link is dead
+        or a clone's: it is closed as replaced, within about one poll interval.
+        """
+        while True:
+            await asyncio.sleep(self.options.command_poll_seconds)
+            try:
+                if self._sessions_seen is None:
+                    self._sessions_seen = await self.database.run(devices.latest_session_id)
+                    continue
+                opened = await self.database.run(
+                    devices.sessions_opened_after,
+                    self._sessions_seen,
+                    TRANSPORT_TCP,
+                    SESSION_SCAN_LIMIT,
+                )
+            except Exception:
+                logger.exception("teltonika.session_scan_failed")
+                continue
+            for session_id, device_id in opened:
+                self._sessions_seen = session_id
+                connection = self.connections.get(device_id)
+                # A connection whose session is not written yet cannot be ordered against
+                # the new one; its own session, when written, closes the other daemon's.
+                if (
+                    connection is None
+                    or connection.session_id is None
+                    or connection.session_id >= session_id
+                    or connection.closing()
+                ):
+                    continue
+                logger.info(
+                    "teltonika.replaced_elsewhere",
+                    extra={**self._log_fields(connection), "session_id": session_id},
+                )
+                self._retire(connection)
 
     async def _close(self, connection: Connection) -> None:
         writer = connection.writer
