@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Case, F, Max, Q, Value, When
 from django.utils import timezone
 
 from apps.audit.models import EventType
@@ -348,13 +348,19 @@ def touch_device_session(session_id: int, records: int, bytes_received: int) -> 
 
 
 def close_device_session(session_id: int, records: int, bytes_received: int, reason: str) -> None:
+    """End a connection's session with its totals.
+
+    A session already ended because its device opened a newer one keeps that end and its
+    ``replaced`` reason, but still takes the connection's final totals.
+    """
     now = timezone.now()
-    DeviceSession.objects.filter(pk=session_id, ended_at__isnull=True).update(
-        last_seen=now,
-        ended_at=now,
+    still_open = Q(ended_at__isnull=True)
+    DeviceSession.objects.filter(pk=session_id).update(
+        last_seen=Case(When(still_open, then=Value(now)), default=F("last_seen")),
+        ended_at=Case(When(still_open, then=Value(now)), default=F("ended_at")),
+        close_reason=Case(When(still_open, then=Value(reason[:64])), default=F("close_reason")),
         records=records,
         bytes_received=bytes_received,
-        close_reason=reason[:64],
     )
 
 

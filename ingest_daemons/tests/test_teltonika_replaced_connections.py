@@ -59,6 +59,8 @@ def test_a_new_connection_to_another_daemon_closes_the_old_one(
         assert closed.ended_at is not None
         assert open_now.ended_at is None
         assert other.server.connections[tracker_device.id].session_id == open_now.pk
+        # The old connection's totals still reach its session once that daemon closes it.
+        assert wait_for(lambda: DeviceSession.objects.get(pk=closed.pk).records == 2)
     finally:
         old.close()
         if new is not None:
