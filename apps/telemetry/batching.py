@@ -73,7 +73,9 @@ class Submission:
     readings: Sequence[Reading]
     outcome: Outcome = field(default_factory=Outcome)
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set by the batcher's writer for a caller waiting on it; None where nobody waits
+    # (a consumer writing its own batches), as an event per message costs a lock.
+    done: threading.Event | None = None
 
 
 def write_submissions(submissions: Sequence[Submission], *, skip_invalid: bool = False) -> None:
@@ -185,7 +187,8 @@ class IngestBatcher:
         self, token: str, readings: Sequence[Reading], *, announced: bool = False
     ) -> Outcome:
         """Store the readings of one device; returns once they are committed."""
-        submission = Submission(token, readings)
+        done = threading.Event()
+        submission = Submission(token, readings, done=done)
         with self._wakeup:
             if announced:
                 self._arriving -= 1
@@ -198,7 +201,7 @@ class IngestBatcher:
                 self._writer.start()
             self._pending.append(submission)
             self._wakeup.notify()
-        submission.done.wait()
+        done.wait()
         if submission.error is not None:
             raise submission.error
         return submission.outcome
@@ -246,7 +249,8 @@ class IngestBatcher:
             self._write_one_by_one(batch)
         finally:
             for submission in batch:
-                submission.done.set()
+                if submission.done is not None:
+                    submission.done.set()
 
     def _write_one_by_one(self, batch: Sequence[Submission]) -> None:
         for submission in batch:

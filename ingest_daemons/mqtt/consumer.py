@@ -30,14 +30,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
-from django.utils import timezone
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -403,7 +402,9 @@ class MqttConsumer:
         except UnicodeDecodeError:
             # Brokers refuse such topics; should one pass, it is refused as a bad topic.
             topic_text = ""
-        delivery = Delivery(mid, qos, topic_text, payload, self._connection, timezone.now())
+        # What timezone.now() gives with USE_TZ, without reading the setting per message.
+        received_at = datetime.now(UTC)
+        delivery = Delivery(mid, qos, topic_text, payload, self._connection, received_at)
         with self._ready:
             self._queue.append(delivery)
             self._ready.notify()
