@@ -154,6 +154,24 @@ def test_the_checker_reports_a_decoder_that_breaks_a_rule(
     assert problem in failure.value.problem
 
 
+def test_a_burst_of_memory_that_does_not_come_back_is_not_blamed_on_the_decoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As when another thread of the process allocates while a decoder is measured.
+    calls: list[bytes] = []
+
+    def allocates_once(data: bytes) -> object:
+        calls.append(data)
+        return bytearray(8 * 1024 * 1024) if len(calls) == 1 else None
+
+    monkeypatch.setattr(fuzzing, "DECODERS", {"bursty": allocates_once})
+    with fuzzing.Checker(time_limit=0.2) as checker:
+        checker.check(b"\x00\x01", "test")
+
+    assert len(calls) == 2
+    assert checker.tally.peak_bytes >= 8 * 1024 * 1024
+
+
 @pytest.mark.parametrize("engine", ["random", "atheris"])
 def test_the_long_run_script_runs_with_each_engine(tmp_path: Path, engine: str) -> None:
     pytest.importorskip(engine)
