@@ -265,8 +265,6 @@ class TeltonikaServer:
         self._stopped = asyncio.Event()
         # Devices connected here that have a command waiting, as of the last poll.
         self._pending: set[int] = set()
-        # The newest device session looked at by _close_connections_replaced_elsewhere.
-        self._sessions_seen: int | None = None
 
     @property
     def tcp_port(self) -> int:
@@ -298,11 +296,6 @@ class TeltonikaServer:
                 local_addr=(options.bind, options.port or self.tcp_port),
                 reuse_port=options.share_port or None,
             )
-        try:
-            self._sessions_seen = await self.database.run(devices.latest_session_id)
-        except Exception:
-            # Retried by the watch below; until then no session is taken for replacing one.
-            logger.exception("teltonika.session_scan_failed")
         self._background.append(asyncio.create_task(self._poll_commands(), name="commands"))
         self._background.append(
             asyncio.create_task(self._close_connections_replaced_elsewhere(), name="sessions")
@@ -689,23 +682,21 @@ class TeltonikaServer:
         daemon (several sharing a port, or behind a load balancer) and this link is dead
         or a clone's: it is closed as replaced, within about one poll interval.
         """
+        # The newest session looked at; sessions from before the daemon started are not.
+        seen: int | None = None
         while True:
-            await asyncio.sleep(self.options.command_poll_seconds)
+            opened: list[tuple[int, int]] = []
             try:
-                if self._sessions_seen is None:
-                    self._sessions_seen = await self.database.run(devices.latest_session_id)
-                    continue
-                opened = await self.database.run(
-                    devices.sessions_opened_after,
-                    self._sessions_seen,
-                    TRANSPORT_TCP,
-                    SESSION_SCAN_LIMIT,
-                )
+                if seen is None:
+                    seen = await self.database.run(devices.latest_session_id)
+                else:
+                    opened = await self.database.run(
+                        devices.sessions_opened_after, seen, TRANSPORT_TCP, SESSION_SCAN_LIMIT
+                    )
             except Exception:
                 logger.exception("teltonika.session_scan_failed")
-                continue
             for session_id, device_id in opened:
-                self._sessions_seen = session_id
+                seen = session_id
                 connection = self.connections.get(device_id)
                 # A connection whose session is not written yet cannot be ordered against
                 # the new one; its own session, when written, closes the other daemon's.
@@ -721,6 +712,7 @@ class TeltonikaServer:
                     extra={**self._log_fields(connection), "session_id": session_id},
                 )
                 self._retire(connection)
+            await asyncio.sleep(self.options.command_poll_seconds)
 
     async def _close(self, connection: Connection) -> None:
         writer = connection.writer
